@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.clip-har-installed
+
+# All local state under one directory; telemetry off everywhere.
+export CLIP_HAR_HOME ?= $(CURDIR)/.clip-har
+export PREFECT_HOME ?= $(CLIP_HAR_HOME)/prefect
+export BENTOML_HOME ?= $(CLIP_HAR_HOME)/bentoml
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export BENTOML_DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export GIT_PYTHON_REFRESH := quiet
+
+.PHONY: install demo test lint format status clean-state
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Reinstall only when the dependency declarations change.
+$(STAMP): pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/clip-har pipeline run --profile demo
+
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+status: install
+	$(BIN)/clip-har status
+
+clean-state:
+	rm -rf $(CLIP_HAR_HOME)

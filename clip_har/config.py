@@ -1,0 +1,153 @@
+"""Typed pipeline configuration: one model per concern, loaded from a named profile plus
+dotted overrides (`train.max_epochs=3`). Unknown keys and bad values are errors with one
+readable line, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from clip_har.classes import DEFAULT_TEMPLATES, HAR_CLASSES, phrase_for
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+
+
+class ConfigError(ValueError):
+    """A profile or override that cannot be used; the message is one line for the user."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthConfig(_Strict):
+    n: int = 3000
+    seed: int = 0
+    size: int = 128
+    style: Literal["day", "night"] = "day"
+    priors: tuple[float, ...] = ()  # class priors, a drift knob; empty = uniform
+
+
+class DataConfig(_Strict):
+    source: Literal["synth", "folder", "csv"] = "synth"
+    path: str | None = None  # image folder or CSV for the non-synthetic sources
+    name: str = "demo"  # dataset name in the data registry
+    classes: tuple[str, ...] = HAR_CLASSES
+    splits: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    synth: SynthConfig = SynthConfig()
+    min_per_class: int = 10  # data gate: fewer examples of a class than this fails the run
+    min_side: int = 16  # data gate: sane image sizes
+    max_side: int = 8192
+
+
+class ModelConfig(_Strict):
+    preset: str = "demo"  # tiny | demo | any open_clip model name (ViT-B-32, ViT-B-16…)
+    pretrained: str | None = None  # open_clip tag (needs network) or a local weights file
+    phrases: dict[str, str] = {}  # per-class prompt phrase overrides
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+
+
+class PretrainConfig(_Strict):
+    """Contrastive pre-training of the base CLIP (offline profiles with no pretrained weights)."""
+
+    enabled: bool = False
+    n: int = 6000  # synthetic image-caption pairs (generator seed disjoint from the dataset's)
+    seed: int = 1000
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+
+
+class TrainConfig(_Strict):
+    mode: Literal["linear_probe", "last_n", "full"] = "full"
+    last_n: int = 2
+    max_epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    head_lr: float | None = None  # defaults to lr
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.0
+    precision: str = "32-true"
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_workers: int = 0
+    cache_images: bool = True  # decode the dataset once into memory (small datasets)
+    early_stopping_patience: int = 3
+    seed: int = 0
+
+
+class GateConfig(_Strict):
+    min_improvement: float = 0.005  # macro-F1 a challenger must add over the champion
+    zero_shot_margin: float = 0.0  # macro-F1 a model must add over zero-shot on the same split
+    max_class_regression: float = 0.05  # largest per-class F1 drop allowed vs the champion
+
+
+class RegistryConfig(_Strict):
+    model_name: str = "clip-har"
+    experiment: str = "clip-har"
+
+
+class PipelineConfig(_Strict):
+    profile: str = "demo"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    train: TrainConfig = TrainConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _set_dotted(tree: dict, key: str, value: object) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"bad override {text!r}: expected key=value, e.g. train.max_epochs=3")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"bad override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"bad override {text!r}: value is not valid YAML ({exc.problem})") from exc
+    return key.strip(), value
+
+
+def load_config(profile: str = "demo", overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Profile YAML + `key=value` overrides → a validated config (ConfigError otherwise)."""
+    path = PROFILE_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown profile {profile!r}; available: {', '.join(available_profiles())}")
+    tree = yaml.safe_load(path.read_text()) or {}
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    tree["profile"] = profile
+    try:
+        return PipelineConfig.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid config ({profile}): {where}: {first['msg']}") from exc
+
+
+def phrases_for(cfg: PipelineConfig) -> list[str]:
+    """The prompt phrase of each class, in class order."""
+    return [cfg.model.phrases.get(c, phrase_for(c)) for c in cfg.data.classes]

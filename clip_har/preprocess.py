@@ -1,0 +1,73 @@
+"""The one image preprocessing: decode, EXIF-orient, RGB, resize shortest side, centre-crop,
+normalise. Training, evaluation and every serving backend call this; its parameters travel in
+the model metadata so nothing re-declares them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Decompression-bomb guard: refuse images with more pixels than this before decoding them.
+MAX_PIXELS = 50_000_000
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> PreprocessConfig:
+        return cls(
+            image_size=int(d["image_size"]),  # type: ignore[arg-type]
+            mean=tuple(d["mean"]),  # type: ignore[arg-type]
+            std=tuple(d["std"]),  # type: ignore[arg-type]
+            interpolation=str(d.get("interpolation", "bicubic")),
+        )
+
+
+def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode to an upright RGB image; raises ValueError with a reason on anything unusable."""
+    try:
+        im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
+        w, h = im.size
+        if w * h > max_pixels:
+            raise ValueError(f"image has {w * h} pixels, more than the limit {max_pixels}")
+        im.load()
+        im = ImageOps.exif_transpose(im)
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data
+        raise ValueError(f"cannot decode image: {exc}") from exc
+    return im.convert("RGB")
+
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def to_array(im: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
+    """RGB image → float32 [3, S, S], normalised."""
+    s = cfg.image_size
+    w, h = im.size
+    scale = s / min(w, h)
+    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
+    im = im.resize((nw, nh), _RESAMPLE[cfg.interpolation])
+    left, top = (nw - s) // 2, (nh - s) // 2
+    im = im.crop((left, top, left + s, top + s))
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(cfg.mean, dtype=np.float32)) / np.asarray(cfg.std, dtype=np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def preprocess(src: str | Path | bytes, cfg: PreprocessConfig) -> np.ndarray:
+    return to_array(load_image(src), cfg)

@@ -1,0 +1,102 @@
+"""MLflow model registry: versions, the `champion` alias, rejected versions, lineage lookups."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from clip_har.evaluate import EvalReport
+from clip_har.gate import GateDecision
+
+CHAMPION = "champion"
+REPORT_ARTIFACT = "eval/report.json"
+LINEAGE_ARTIFACT = "lineage.json"
+
+
+@dataclass
+class Registration:
+    model_name: str
+    version: str
+    promoted: bool
+    champion_version: str | None  # the champion after this registration
+    status: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def champion_version(c: MlflowClient, name: str) -> str | None:
+    try:
+        return str(c.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        return None
+
+
+def champion_report(c: MlflowClient, name: str) -> tuple[str | None, EvalReport | None]:
+    """The champion's version and its held-out report (from its training run's artifacts)."""
+    version = champion_version(c, name)
+    if version is None:
+        return None, None
+    mv = c.get_model_version(name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = c.download_artifacts(mv.run_id, REPORT_ARTIFACT, tmp)
+        return version, EvalReport.load(Path(path))
+
+
+def register(
+    c: MlflowClient, name: str, run_id: str, decision: GateDecision, lineage: dict[str, str]
+) -> Registration:
+    """Create a version for the run's `model/` artifact; move the alias only if the gate passed."""
+    try:
+        c.create_registered_model(name, description="clip-har action recognizer")
+    except MlflowException as exc:
+        if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+    source = f"{c.get_run(run_id).info.artifact_uri}/model"
+    status = "promoting" if decision.promote else "rejected"
+    tags = {
+        "status": status,
+        "macro_f1": f"{decision.candidate_macro_f1:.6f}",
+        **{f"lineage.{k}": str(v) for k, v in lineage.items()},
+    }
+    if not decision.promote:
+        tags["rejected_because"] = "; ".join(decision.reasons)[:4000]
+    mv = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
+    version = str(mv.version)
+    if decision.promote:
+        # The alias is the one switch that moves the champion; everything before it is inert.
+        c.set_registered_model_alias(name, CHAMPION, version)
+        c.set_model_version_tag(name, version, "status", CHAMPION)
+        if decision.champion_version:
+            c.set_model_version_tag(name, decision.champion_version, "status", "superseded")
+    return Registration(name, version, decision.promote, champion_version(c, name), tags["status"] if not decision.promote else CHAMPION)
+
+
+def champion_status(c: MlflowClient, name: str) -> dict | None:
+    """What `clip-har status` shows: champion version, metrics, data version, lineage."""
+    version = champion_version(c, name)
+    if version is None:
+        return None
+    mv = c.get_model_version(name, version)
+    run = c.get_run(mv.run_id)
+    lineage = {k.removeprefix("lineage."): v for k, v in mv.tags.items() if k.startswith("lineage.")}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            lineage_file = json.loads(Path(c.download_artifacts(mv.run_id, LINEAGE_ARTIFACT, tmp)).read_text())
+        except (MlflowException, OSError):
+            lineage_file = {}
+    return {
+        "model_name": name,
+        "version": version,
+        "source": mv.source,
+        "run_id": mv.run_id,
+        "created": mv.creation_timestamp,
+        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "zero_shot_"))},
+        "data_version": lineage.get("data_version"),
+        "lineage": {**lineage, **lineage_file},
+    }

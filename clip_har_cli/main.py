@@ -1,0 +1,190 @@
+"""`clip-har`: the command line. Library commands run in-process; `pipeline run` runs the
+Prefect flow in ephemeral mode. Errors print one readable line and exit non-zero."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clip_har.config import ConfigError, available_profiles, load_config
+from clip_har.state import StateDir
+
+app = typer.Typer(help="clip-har: train, gate and track a CLIP human-action recognizer.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: synthesize, ingest, validate, list versions.", no_args_is_help=True)
+pipeline_app = typer.Typer(help="Run Prefect flows.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(pipeline_app, name="pipeline")
+
+Profile = Annotated[str, typer.Option("--profile", "-p", help="Profile name (see `clip-har profiles`).")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.max_epochs=3.")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _state() -> StateDir:
+    state = StateDir.from_env()
+    state.apply_env()
+    return state
+
+
+@app.command()
+def profiles() -> None:
+    """List the available profiles."""
+    for name in available_profiles():
+        typer.echo(name)
+
+
+@app.command()
+def config(profile: Profile = "demo", overrides: Overrides = None) -> None:
+    """Print the resolved config of a profile with overrides."""
+    try:
+        cfg = load_config(profile, overrides or [])
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    typer.echo(cfg.model_dump_json(indent=2))
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path,
+    n: int = 3000,
+    seed: int = 0,
+    size: int = 128,
+    style: str = typer.Option("day", help="day or night (a drift scenario)"),
+) -> None:
+    """Render a synthetic action dataset (images + manifest.csv) into OUT."""
+    import time
+
+    from clip_har.synth.generate import SynthSpec, synthesize
+
+    if style not in ("day", "night"):
+        fail(f"unknown style {style!r}; use day or night", 2)
+    t0 = time.time()
+    try:
+        synthesize(out, SynthSpec(n=n, seed=seed, size=size, style=style))
+    except ValueError as exc:
+        fail(str(exc), 2)
+    typer.echo(f"{n} images in {out} ({time.time() - t0:.1f}s)")
+
+
+@data_app.command("ingest")
+def data_ingest(
+    source: Path,
+    out: Path,
+    kind: str = typer.Option("folder", help="folder (one sub-folder per class) or csv (path,label[,split])"),
+    seed: int = 0,
+) -> None:
+    """Build a data root (copied images + manifest) from an image folder or a CSV."""
+    from clip_har.data.manifest import from_csv, from_folder
+
+    builders = {"folder": from_folder, "csv": from_csv}
+    if kind not in builders:
+        fail(f"unknown kind {kind!r}; use folder or csv", 2)
+    try:
+        builders[kind](source, out, seed=seed)
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc), 2)
+    typer.echo(f"data root written to {out}")
+
+
+@data_app.command("validate")
+def data_validate(root: Path, profile: Profile = "demo", overrides: Overrides = None) -> None:
+    """Run the data gate (Great Expectations) on a data root; exit 1 if it fails."""
+    try:
+        cfg = load_config(profile, overrides or [])
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    from clip_har.data.validate import validate_data
+
+    d = cfg.data
+    report = validate_data(root, d.classes, d.min_per_class, d.min_side, d.max_side)
+    typer.echo(report.to_text())
+    if not report.success:
+        raise typer.Exit(1)
+
+
+@data_app.command("versions")
+def data_versions(name: str = "demo") -> None:
+    """List the data versions (registry tags) of a dataset."""
+    from clip_har.data.versioning import list_versions
+
+    for tag in list_versions(_state().data_registry, name):
+        typer.echo(tag)
+
+
+@app.command()
+def train(
+    data_root: Annotated[Path, typer.Option(help="Data root with manifest.csv")],
+    out: Annotated[Path, typer.Option(help="Run directory for checkpoints and the model")],
+    profile: Profile = "demo",
+    overrides: Overrides = None,
+    base_weights: Annotated[Path | None, typer.Option(help="Base CLIP weights file")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Checkpoint to resume from")] = None,
+) -> None:
+    """Train once, outside Prefect (DDP/FSDP ranks re-run this command)."""
+    from clip_har.train.launch import main as launch
+
+    state = _state()
+    args = ["--profile", profile, "--data-root", str(data_root), "--out", str(out), "--tracking-uri", state.mlflow_uri]
+    args += [a for o in overrides or [] for a in ("--set", o)]
+    args += ["--base-weights", str(base_weights)] if base_weights else []
+    args += ["--resume", str(resume)] if resume else []
+    args += ["--result", str(out / "train_result.json")]
+    out.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(launch(args))
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    profile: Profile = "demo",
+    overrides: Overrides = None,
+    reason: str = typer.Option("manual", help="Why this run starts (recorded with it)."),
+) -> None:
+    """Run the training pipeline flow (Prefect ephemeral mode) and print a summary."""
+    try:
+        load_config(profile, overrides or [])  # fail fast, before Prefect starts
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    state = _state()
+    from clip_har_cli.report import print_summary
+    from flows.training_pipeline import training_pipeline
+
+    try:
+        result = training_pipeline(profile=profile, overrides=list(overrides or []), reason=reason)
+    except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        typer.echo(str(exc), err=True)
+        fail(f"training pipeline failed: {first}")
+    print_summary(result, state)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False) -> None:
+    """The champion model: version, metrics, data version and lineage."""
+    from clip_har.registry import champion_status
+    from clip_har.tracking import client
+
+    state = _state()
+    name = load_config("demo").registry.model_name
+    info = champion_status(client(state.mlflow_uri), name) if state.mlflow_db.is_file() else None
+    if as_json:
+        typer.echo(json.dumps(info or {"champion": None, "state_dir": str(state.root)}, indent=2, default=str))
+        return
+    if info is None:
+        typer.echo(f"no champion yet (state dir {state.root}); run `make demo`")
+        return
+    typer.echo(f"champion: {info['model_name']} v{info['version']} (run {info['run_id']})")
+    typer.echo(f"data version: {info['data_version']}")
+    for k, v in sorted(info["metrics"].items()):
+        if "." not in k:
+            typer.echo(f"  {k}: {v:.4f}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,37 @@
+"""training-pipeline: synth/ingest → validate → version → train → evaluate → gate → register."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from clip_har.stages import summary
+from clip_har.state import StateDir
+from tasks.config import resolve_config, start_run
+from tasks.data import prepare_data, validate_data, version_data
+from tasks.model import base_weights, evaluate, train
+from tasks.registry import gate, register
+
+
+@flow(name="training-pipeline", log_prints=True)
+def training_pipeline(profile: str = "demo", overrides: list[str] | None = None, reason: str = "manual") -> dict:
+    """Train a challenger on the profile's data and promote it only if the gate passes.
+
+    `overrides` are dotted `key=value` strings (e.g. `train.max_epochs=3`); `reason` records why
+    the run started (manual, schedule, drift alert, new data).
+    """
+    state = StateDir.from_env()
+    cfg = resolve_config(profile, overrides or [])
+    run_dir = start_run(state)
+    data = prepare_data(cfg, state)
+    gx_result = validate_data(cfg, data, run_dir / "data_gate.json")
+    version = version_data(state, data)
+    base = base_weights(cfg, state)
+    trained = train(cfg, state, data, version, base, run_dir)
+    ev = evaluate(cfg, state, trained, data, base)
+    decision = gate(cfg, state, ev)
+    reg = register(cfg, state, trained, decision, version, gx_result)
+    return {**summary(reg, ev, decision, version), "reason": reason, "run_dir": str(run_dir)}
+
+
+if __name__ == "__main__":
+    training_pipeline()
