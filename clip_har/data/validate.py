@@ -151,8 +151,12 @@ def validate_data(
             {"row": int(i), "path": checked["path"].iloc[int(i)] if "path" in checked else "", "value": v}
             for i, v in list(zip(index, values, strict=False))[:MAX_ROWS_SHOWN]
         ]
-        if not rows and values:  # table-level expectations report missing values, not rows
-            rows = [{"row": "-", "value": v} for v in values[:MAX_ROWS_SHOWN]]
+        if not rows and "distinct_values_to_contain_set" in cfg.type:  # name what is absent
+            wanted = cfg.kwargs.get("value_set")
+            if isinstance(wanted, dict) and "$PARAMETER" in wanted:
+                wanted = params[wanted["$PARAMETER"]]
+            observed = set((r.result or {}).get("observed_value") or [])
+            rows = [{"row": "-", "value": f"absent: {v}"} for v in sorted(set(wanted or []) - observed)][:MAX_ROWS_SHOWN]
         count = (r.result or {}).get("unexpected_count") or len(values) or 1
         why = (cfg.meta or {}).get("why", "") + (f" [{exc}]" if exc else "")
         failures.append(Failure(cfg.type, column, why, int(count), rows))

@@ -111,6 +111,8 @@ def train(
     if not trainer.is_global_zero:
         return None
     best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    # A fresh, unsharded copy: under FSDP the trained module holds DTensor shards.
+    bundle, model = build_model(cfg, base_weights)
     model.load_state_dict(_best_state(best))
     meta = ModelMeta(
         preset=cfg.model.preset,

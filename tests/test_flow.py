@@ -1,0 +1,69 @@
+"""The training-pipeline flow end to end on tiny data, in a real Prefect test harness with
+MLflow SQLite under tmp_path: promote, gate against the champion, fail on bad data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clip_har.registry import champion_version
+from clip_har.state import StateDir
+from clip_har.tracking import client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FAST = ["data.synth.n=150", "data.synth.size=48", "pretrain.n=150", "train.max_epochs=1"]
+
+
+def _runs(state: StateDir) -> int:
+    c = client(state.mlflow_uri)
+    exp = c.get_experiment_by_name("clip-har")
+    return 0 if exp is None else len(c.search_runs([exp.experiment_id]))
+
+
+def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_dir: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    state = StateDir.from_env()
+    first = training_pipeline(profile="tiny", overrides=FAST)
+    assert first["registration"]["promoted"] and first["registration"]["version"] == "1"
+    assert first["data_version"]["tag"] == "tiny-v1"
+    c = client(state.mlflow_uri)
+    assert champion_version(c, "clip-har") == "1"
+    run_dir = Path(first["run_dir"])
+    for name in ("data_gate.json", "lineage.json", "gate_decision.json", "model/meta.json", "eval/confusion.png"):
+        assert (run_dir / name).is_file(), name
+    # An impossible margin: the second run must be rejected and the champion must stay.
+    second = training_pipeline(profile="tiny", overrides=[*FAST, "gate.min_improvement=2.0"], reason="test")
+    assert not second["registration"]["promoted"] and second["registration"]["version"] == "2"
+    assert second["data_version"]["tag"] == "tiny-v1"  # same data, same version
+    assert champion_version(c, "clip-har") == "1"
+    mv = c.get_model_version("clip-har", "2")
+    assert mv.tags["status"] == "rejected" and "beats_champion" in mv.tags["rejected_because"]
+    assert mv.tags["lineage.data_version"] == "tiny-v1"
+
+
+def test_bad_data_fails_before_training(prefect_harness, state_dir: Path, tmp_path: Path, tiny_data: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    df = pd.read_csv(tiny_data / "manifest.csv")
+    for root, _, files in tiny_data.walk() if hasattr(tiny_data, "walk") else []:
+        pass
+    # an image folder with one corrupt file and one unknown label
+    src = tmp_path / "photos"
+    for path, label in zip(df["path"], df["label"], strict=True):
+        (src / label).mkdir(parents=True, exist_ok=True)
+        (src / label / Path(path).name).write_bytes((tiny_data / path).read_bytes())
+    broken = next((src / "running").iterdir())
+    broken.write_bytes(b"\x89PNG broken")
+    (src / "juggling").mkdir()
+    (src / "juggling" / "x.jpg").write_bytes((tiny_data / df["path"][0]).read_bytes()[:-10] + b"0123456789")
+    state = StateDir.from_env()
+    overrides = [*FAST, "data.source=folder", f"data.path={src}", "data.name=photos"]
+    with pytest.raises(Exception, match="data gate FAILED") as err:
+        training_pipeline(profile="tiny", overrides=overrides)
+    assert broken.name in str(err.value) and "juggling" in str(err.value)
+    assert _runs(state) == 0  # nothing trained, nothing registered
+    assert not (state.cache / "base").exists()
