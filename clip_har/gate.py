@@ -48,21 +48,23 @@ def _beats_champion(c: EvalReport, champ: EvalReport | None, cfg: GateConfig) ->
         return Rule("beats_champion", True, "no champion yet")
     need = champ.macro_f1 + cfg.min_improvement
     ok = c.macro_f1 >= need
-    return Rule("beats_champion", ok, f"macro-F1 {c.macro_f1:.4f} vs champion {champ.macro_f1:.4f} + {cfg.min_improvement}")
+    return Rule(
+        "beats_champion", ok, f"macro-F1 {c.macro_f1:.4f} vs champion {champ.macro_f1:.4f} + {cfg.min_improvement}"
+    )
 
 
 def _beats_zero_shot(c: EvalReport, zs: EvalReport, cfg: GateConfig) -> Rule:
     need = zs.macro_f1 + cfg.zero_shot_margin
     ok = c.macro_f1 >= need
-    return Rule("beats_zero_shot", ok, f"macro-F1 {c.macro_f1:.4f} vs zero-shot {zs.macro_f1:.4f} + {cfg.zero_shot_margin}")
+    return Rule(
+        "beats_zero_shot", ok, f"macro-F1 {c.macro_f1:.4f} vs zero-shot {zs.macro_f1:.4f} + {cfg.zero_shot_margin}"
+    )
 
 
 def _no_class_regression(c: EvalReport, champ: EvalReport | None, cfg: GateConfig) -> Rule:
     if champ is None:
         return Rule("no_class_regression", True, "no champion yet")
-    drops = {
-        k: champ.per_class[k]["f1"] - v["f1"] for k, v in c.per_class.items() if k in champ.per_class
-    }
+    drops = {k: champ.per_class[k]["f1"] - v["f1"] for k, v in c.per_class.items() if k in champ.per_class}
     worst = max(drops, key=lambda k: drops[k]) if drops else None
     if worst is None or drops[worst] <= cfg.max_class_regression:
         return Rule("no_class_regression", True, f"largest per-class F1 drop {max(drops.values(), default=0):.4f}")

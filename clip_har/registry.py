@@ -48,9 +48,7 @@ def champion_report(c: MlflowClient, name: str) -> tuple[str | None, EvalReport 
         return version, EvalReport.load(Path(path))
 
 
-def register(
-    c: MlflowClient, name: str, run_id: str, decision: GateDecision, lineage: dict[str, str]
-) -> Registration:
+def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, lineage: dict[str, str]) -> Registration:
     """Create a version for the run's `model/` artifact; move the alias only if the gate passed."""
     try:
         c.create_registered_model(name, description="clip-har action recognizer")
@@ -74,7 +72,9 @@ def register(
         c.set_model_version_tag(name, version, "status", CHAMPION)
         if decision.champion_version:
             c.set_model_version_tag(name, decision.champion_version, "status", "superseded")
-    return Registration(name, version, decision.promote, champion_version(c, name), tags["status"] if not decision.promote else CHAMPION)
+    return Registration(
+        name, version, decision.promote, champion_version(c, name), tags["status"] if not decision.promote else CHAMPION
+    )
 
 
 def champion_status(c: MlflowClient, name: str) -> dict | None:

@@ -158,7 +158,9 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def evaluate_stage(cfg: PipelineConfig, state: StateDir, trained: TrainResult, data: DataRef, base: str | None) -> EvalSummary:
+def evaluate_stage(
+    cfg: PipelineConfig, state: StateDir, trained: TrainResult, data: DataRef, base: str | None
+) -> EvalSummary:
     """Held-out metrics of the trained model and of zero-shot on the same split; logged to MLflow."""
     from clip_har.models.artifact import load_model
     from clip_har.models.factory import build_model

@@ -17,10 +17,14 @@ def print_summary(result: dict, state: StateDir) -> None:
     echo(f"data version:  {result['data_version']['tag']} ({result['data_version']['md5']})")
     echo(f"test accuracy: {result['accuracy']:.4f}   macro-F1: {result['macro_f1']:.4f}   zero-shot macro-F1: {zs:.4f}")
     champ = gate["champion_macro_f1"]
-    echo(f"gate:          {'PROMOTE' if gate['promote'] else 'REJECT'}" + (f" (champion macro-F1 {champ:.4f})" if champ else ""))
+    echo(
+        f"gate:          {'PROMOTE' if gate['promote'] else 'REJECT'}"
+        + (f" (champion macro-F1 {champ:.4f})" if champ else "")
+    )
     for r in gate["rules"]:
         echo(f"  - {r['name']}: {'pass' if r['passed'] else 'FAIL'} - {r['detail']}")
-    echo(f"registry:      {reg['model_name']} v{reg['version']} -> {reg['status']}; champion is v{reg['champion_version']}")
+    echo(f"registry:      {reg['model_name']} v{reg['version']} -> {reg['status']}")
+    echo(f"champion:      v{reg['champion_version']}")
     echo(f"run dir:       {result['run_dir']}")
     echo("where to look:")
     echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port 5000")

@@ -55,7 +55,9 @@ def test_cli_data_synth_and_validate(tmp_path) -> None:
     runner = CliRunner()
     r = runner.invoke(app, ["data", "synth", str(tmp_path / "d"), "--n", "45", "--size", "32"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["data", "validate", str(tmp_path / "d"), "--profile", "tiny", "--set", "data.min_per_class=3"])
+    r = runner.invoke(
+        app, ["data", "validate", str(tmp_path / "d"), "--profile", "tiny", "--set", "data.min_per_class=3"]
+    )
     assert r.exit_code == 0 and "passed" in r.output
     r = runner.invoke(app, ["data", "validate", str(tmp_path / "missing"), "--profile", "tiny"])
     assert r.exit_code == 1 and "FAILED" in r.output

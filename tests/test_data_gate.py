@@ -36,19 +36,59 @@ def _leak(root: Path, df: pd.DataFrame) -> pd.DataFrame:
 
 CASES: dict[str, tuple[Breaker, str, str | None]] = {
     "missing column": (lambda r, d: d.drop(columns=["sha256"]), "expect_column_to_exist", "sha256"),
-    "null label": (lambda r, d: d.assign(label=d["label"].mask(d.index == 0)), "expect_column_values_to_not_be_null", "label"),
-    "unknown label": (lambda r, d: d.assign(label=d["label"].mask(d.index == 0, "juggling")), "expect_column_values_to_be_in_set", "label"),
+    "null label": (
+        lambda r, d: d.assign(label=d["label"].mask(d.index == 0)),
+        "expect_column_values_to_not_be_null",
+        "label",
+    ),
+    "unknown label": (
+        lambda r, d: d.assign(label=d["label"].mask(d.index == 0, "juggling")),
+        "expect_column_values_to_be_in_set",
+        "label",
+    ),
     "missing class": (lambda r, d: d[d["label"] != "texting"], "expect_column_distinct_values_to_contain_set", "label"),
-    "bad split": (lambda r, d: d.assign(split=d["split"].mask(d.index == 0, "holdout")), "expect_column_values_to_be_in_set", "split"),
-    "duplicate path": (lambda r, d: pd.concat([d, d.iloc[[0]]], ignore_index=True), "expect_column_values_to_be_unique", "path"),
-    "tiny image": (lambda r, d: d.assign(width=d["width"].mask(d.index == 0, 2)), "expect_column_values_to_be_between", "width"),
-    "missing file": (lambda r, d: (r / d.loc[0, "path"]).unlink() or d, "expect_column_values_to_be_in_set", "file_exists"),
+    "bad split": (
+        lambda r, d: d.assign(split=d["split"].mask(d.index == 0, "holdout")),
+        "expect_column_values_to_be_in_set",
+        "split",
+    ),
+    "duplicate path": (
+        lambda r, d: pd.concat([d, d.iloc[[0]]], ignore_index=True),
+        "expect_column_values_to_be_unique",
+        "path",
+    ),
+    "tiny image": (
+        lambda r, d: d.assign(width=d["width"].mask(d.index == 0, 2)),
+        "expect_column_values_to_be_between",
+        "width",
+    ),
+    "missing file": (
+        lambda r, d: (r / d.loc[0, "path"]).unlink() or d,
+        "expect_column_values_to_be_in_set",
+        "file_exists",
+    ),
     "corrupt file": (_corrupt_file, "expect_column_values_to_be_in_set", "decodes"),
     "truncated file": (_truncate_file, "expect_column_values_to_be_in_set", "decodes"),
-    "path escapes root": (lambda r, d: d.assign(path=d["path"].mask(d.index == 0, "../../etc/passwd")), "expect_column_values_to_be_in_set", "inside_root"),
-    "absolute path": (lambda r, d: d.assign(path=d["path"].mask(d.index == 0, "/etc/hostname")), "expect_column_values_to_be_in_set", "inside_root"),
-    "hash mismatch": (lambda r, d: d.assign(sha256=d["sha256"].mask(d.index == 0, "0" * 64)), "expect_column_values_to_be_in_set", "sha256_matches"),
-    "too few per class": (lambda r, d: d[~((d["label"] == "running") & (d.groupby("label").cumcount() >= 2))], "expect_column_values_to_be_between", "label_count"),
+    "path escapes root": (
+        lambda r, d: d.assign(path=d["path"].mask(d.index == 0, "../../etc/passwd")),
+        "expect_column_values_to_be_in_set",
+        "inside_root",
+    ),
+    "absolute path": (
+        lambda r, d: d.assign(path=d["path"].mask(d.index == 0, "/etc/hostname")),
+        "expect_column_values_to_be_in_set",
+        "inside_root",
+    ),
+    "hash mismatch": (
+        lambda r, d: d.assign(sha256=d["sha256"].mask(d.index == 0, "0" * 64)),
+        "expect_column_values_to_be_in_set",
+        "sha256_matches",
+    ),
+    "too few per class": (
+        lambda r, d: d[~((d["label"] == "running") & (d.groupby("label").cumcount() >= 2))],
+        "expect_column_values_to_be_between",
+        "label_count",
+    ),
     "train/test leak": (_leak, "expect_column_values_to_be_in_set", "train_test_leak"),
 }
 

@@ -49,8 +49,6 @@ def test_bad_data_fails_before_training(prefect_harness, state_dir: Path, tmp_pa
     from flows.training_pipeline import training_pipeline
 
     df = pd.read_csv(tiny_data / "manifest.csv")
-    for root, _, files in tiny_data.walk() if hasattr(tiny_data, "walk") else []:
-        pass
     # an image folder with one corrupt file and one unknown label
     src = tmp_path / "photos"
     for path, label in zip(df["path"], df["label"], strict=True):

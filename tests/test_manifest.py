@@ -27,7 +27,11 @@ def test_from_folder_copies_and_describes(tmp_path: Path) -> None:
 
 def test_from_csv_keeps_given_split(tmp_path: Path) -> None:
     src = _folder(tmp_path)
-    rows = [{"path": f"photos/{lab}/{i}.png", "label": lab, "split": "train" if i < 4 else "test"} for lab in ("running", "texting") for i in range(6)]
+    rows = [
+        {"path": f"photos/{lab}/{i}.png", "label": lab, "split": "train" if i < 4 else "test"}
+        for lab in ("running", "texting")
+        for i in range(6)
+    ]
     pd.DataFrame(rows).to_csv(tmp_path / "list.csv", index=False)
     root = from_csv(tmp_path / "list.csv", tmp_path / "root")
     df = pd.read_csv(root / "manifest.csv")
@@ -47,7 +51,7 @@ def test_stratified_split_is_deterministic_and_stratified() -> None:
     s1 = stratified_split(labels, (0.7, 0.15, 0.15), seed=1)
     assert s1 == stratified_split(labels, (0.7, 0.15, 0.15), seed=1)
     assert s1 != stratified_split(labels, (0.7, 0.15, 0.15), seed=2)
-    assert sum(1 for lab, s in zip(labels, s1) if lab == "a" and s == "test") == 3
-    assert sum(1 for lab, s in zip(labels, s1) if lab == "b" and s == "test") == 6
+    assert sum(1 for lab, s in zip(labels, s1, strict=True) if lab == "a" and s == "test") == 3
+    assert sum(1 for lab, s in zip(labels, s1, strict=True) if lab == "b" and s == "test") == 6
     with pytest.raises(ValueError):
         stratified_split(labels, (0.5, 0.5, 0.5), seed=0)

@@ -27,7 +27,12 @@ def test_head_init_equals_zero_shot_logits(bundle) -> None:
     x = torch.randn(4, 3, bundle.image_size, bundle.image_size)
     with torch.no_grad():
         text = torch.stack(
-            [F.normalize(bundle.model.encode_text(bundle.tokenizer([t.format(p) for t in DEFAULT_TEMPLATES])), dim=-1).mean(0) for p in PHRASES]
+            [
+                F.normalize(
+                    bundle.model.encode_text(bundle.tokenizer([t.format(p) for t in DEFAULT_TEMPLATES])), dim=-1
+                ).mean(0)
+                for p in PHRASES
+            ]
         )
         text = F.normalize(text, dim=-1)
         image = F.normalize(bundle.model.encode_image(x), dim=-1)
@@ -51,7 +56,9 @@ def test_training_modes_freeze_what_they_say(bundle) -> None:
 def test_artifact_round_trip(bundle, tmp_path: Path) -> None:
     clf = build_classifier(bundle, PHRASES, DEFAULT_TEMPLATES).eval()
     pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
-    meta = ModelMeta("tiny", list(HAR_CLASSES), PHRASES, list(DEFAULT_TEMPLATES), pre.to_dict(), {"data_version": "x-v1"})
+    meta = ModelMeta(
+        "tiny", list(HAR_CLASSES), PHRASES, list(DEFAULT_TEMPLATES), pre.to_dict(), {"data_version": "x-v1"}
+    )
     save_model(clf, bundle, meta, tmp_path / "model")
     loaded, _, meta2 = load_model(tmp_path / "model")
     x = torch.randn(2, 3, bundle.image_size, bundle.image_size)
@@ -72,5 +79,7 @@ def test_presets_and_weights_errors(tmp_path: Path) -> None:
     b = build_clip("tiny")
     torch.save(b.model.state_dict(), tmp_path / "w.pt")
     b2 = build_clip("tiny", str(tmp_path / "w.pt"))
-    assert all(torch.equal(p, q) for p, q in zip(b.model.state_dict().values(), b2.model.state_dict().values()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(b.model.state_dict().values(), b2.model.state_dict().values(), strict=True)
+    )
     assert "ViT-B-32" in open_clip.list_models()

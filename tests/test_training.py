@@ -23,7 +23,9 @@ def test_train_then_resume_from_checkpoint(tiny_data: Path, tmp_path: Path) -> N
     last = Path(first.last_checkpoint)
     assert last.is_file() and Path(first.best_checkpoint).is_file()
     assert torch.load(last, weights_only=False)["epoch"] == 0
-    resumed = train(load_config("tiny", ["train.max_epochs=3"]), tiny_data, tmp_path / "b", tracking_uri=uri, resume=last)
+    resumed = train(
+        load_config("tiny", ["train.max_epochs=3"]), tiny_data, tmp_path / "b", tracking_uri=uri, resume=last
+    )
     assert resumed is not None and resumed.epochs == 3
     assert torch.load(resumed.last_checkpoint, weights_only=False)["epoch"] == 2  # continued, not restarted
     model, _, meta = load_model(Path(resumed.model_dir))
@@ -44,7 +46,12 @@ def _launch(tiny_data: Path, tmp_path: Path, *overrides: str) -> tuple[subproces
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_process_cpu_training(strategy: str, tiny_data: Path, tmp_path: Path) -> None:
     proc, result = _launch(
-        tiny_data, tmp_path, f"train.strategy={strategy}", "train.devices=2", "train.accelerator=cpu", "train.max_epochs=1"
+        tiny_data,
+        tmp_path,
+        f"train.strategy={strategy}",
+        "train.devices=2",
+        "train.accelerator=cpu",
+        "train.max_epochs=1",
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-3000:]

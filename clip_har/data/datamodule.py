@@ -29,7 +29,11 @@ class ManifestDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = self._cache[i] if self._cache is not None else torch.from_numpy(preprocess(self.root / self.paths[i], self.pre))
+        x = (
+            self._cache[i]
+            if self._cache is not None
+            else torch.from_numpy(preprocess(self.root / self.paths[i], self.pre))
+        )
         if self.train and torch.rand(()) < 0.5:  # mirror images are the same action
             x = x.flip(-1)
         return x, self.labels[i]
@@ -62,7 +66,9 @@ class HARDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val", "test"):
             if split not in self.splits:
-                self.splits[split] = split_dataset(self.root, split, self.classes, self.pre, self.cache, split == "train")
+                self.splits[split] = split_dataset(
+                    self.root, split, self.classes, self.pre, self.cache, split == "train"
+                )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

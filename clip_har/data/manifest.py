@@ -126,7 +126,12 @@ def from_folder(src: Path, dest: Path, fractions: Sequence[float] = (0.7, 0.15, 
         raise ValueError(f"image folder {src} has no files in class sub-folders")
     with staged_dir(dest) as root:
         rows = [
-            {"path": _copy_in(f, root, f.parent.name, i), "label": f.parent.name, "caption": "", "source": f"folder:{src}"}
+            {
+                "path": _copy_in(f, root, f.parent.name, i),
+                "label": f.parent.name,
+                "caption": "",
+                "source": f"folder:{f}",
+            }
             for i, f in enumerate(files)
         ]
         df = describe_files(root, rows)
@@ -149,7 +154,12 @@ def from_csv(csv: Path, dest: Path, fractions: Sequence[float] = (0.7, 0.15, 0.1
             if not f.is_file():
                 raise FileNotFoundError(f"{csv} row {i + 2}: file {rec['path']} does not exist")
             rows.append(
-                {"path": _copy_in(f, root, rec["label"], i), "label": rec["label"], "caption": rec.get("caption", ""), "source": f"csv:{csv}"}
+                {
+                    "path": _copy_in(f, root, rec["label"], i),
+                    "label": rec["label"],
+                    "caption": rec.get("caption", ""),
+                    "source": f"csv:{f}",
+                }
             )
         df = describe_files(root, rows)
         given = table.get("split")

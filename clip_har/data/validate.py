@@ -55,7 +55,8 @@ class ValidationReport:
             where = f" on {f.column}" if f.column else ""
             lines.append(f"- {f.expectation}{where}: {f.unexpected} unexpected ({f.why})")
             for r in f.rows:
-                lines.append(f"    row {r['row']} {r.get('path', '')!s}: {r.get('value')!s}")
+                origin = f" (from {r['source']})" if r.get("source") else ""
+                lines.append(f"    row {r['row']} {r.get('path', '')!s}{origin}: {r.get('value')!s}")
         return "\n".join(lines)
 
     def save(self, path: Path) -> Path:
@@ -147,20 +148,28 @@ def validate_data(
         index = (r.result or {}).get("unexpected_index_list") or []
         values = (r.result or {}).get("unexpected_list") or []
         exc = r.exception_info.get("exception_message") if r.exception_info else None
-        rows = [
-            {"row": int(i), "path": checked["path"].iloc[int(i)] if "path" in checked else "", "value": v}
-            for i, v in list(zip(index, values, strict=False))[:MAX_ROWS_SHOWN]
-        ]
+        rows = [_row(checked, int(i), v) for i, v in list(zip(index, values, strict=False))[:MAX_ROWS_SHOWN]]
         if not rows and "distinct_values_to_contain_set" in cfg.type:  # name what is absent
             wanted = cfg.kwargs.get("value_set")
             if isinstance(wanted, dict) and "$PARAMETER" in wanted:
                 wanted = params[wanted["$PARAMETER"]]
             observed = set((r.result or {}).get("observed_value") or [])
-            rows = [{"row": "-", "value": f"absent: {v}"} for v in sorted(set(wanted or []) - observed)][:MAX_ROWS_SHOWN]
+            rows = [{"row": "-", "value": f"absent: {v}"} for v in sorted(set(wanted or []) - observed)][
+                :MAX_ROWS_SHOWN
+            ]
         count = (r.result or {}).get("unexpected_count") or len(values) or 1
         why = (cfg.meta or {}).get("why", "") + (f" [{exc}]" if exc else "")
         failures.append(Failure(cfg.type, column, why, int(count), rows))
     return ValidationReport(str(root), len(df), len(result.results), failures)
+
+
+def _row(df: pd.DataFrame, i: int, value: object) -> dict[str, object]:
+    """One offending row: its manifest path and, for ingested files, where it came from."""
+    row: dict[str, object] = {"row": i, "path": df["path"].iloc[i] if "path" in df else "", "value": value}
+    source = df["source"].iloc[i] if "source" in df else None
+    if isinstance(source, str) and ":" in source and not source.startswith("synth:"):
+        row["source"] = source.split(":", 1)[1]
+    return row
 
 
 def require_valid(report: ValidationReport) -> ValidationReport:

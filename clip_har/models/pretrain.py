@@ -48,9 +48,7 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) 
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def pretrain(
-    bundle: ClipBundle, root: Path, spec: PretrainSpec, out: Path, log: Callable[[str], None] = print
-) -> Path:
+def pretrain(bundle: ClipBundle, root: Path, spec: PretrainSpec, out: Path, log: Callable[[str], None] = print) -> Path:
     """Train `bundle.model` contrastively on the pairs under `root`; save its state to `out`."""
     torch.manual_seed(spec.seed)
     images, tokens = load_pairs(root, bundle)

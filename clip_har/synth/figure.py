@@ -107,7 +107,9 @@ POSES: dict[str, dict[str, Point]] = {
     "listening_to_music": dict(STANDING),
     "sitting": _pose(SEATED, l_hand=(0.17, -0.41), r_hand=(0.21, -0.41)),
     "eating": _pose(SEATED, r_elbow=(0.08, -0.52), r_hand=(0.07, -0.76)),
-    "using_laptop": _pose(SEATED, l_elbow=(0.1, -0.5), l_hand=(0.3, -0.47), r_elbow=(0.12, -0.51), r_hand=(0.34, -0.47)),
+    "using_laptop": _pose(
+        SEATED, l_elbow=(0.1, -0.5), l_hand=(0.3, -0.47), r_elbow=(0.12, -0.51), r_hand=(0.34, -0.47)
+    ),
     "cycling": _pose(
         SEATED,
         head=(0.1, -0.86),

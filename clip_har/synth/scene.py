@@ -211,6 +211,9 @@ def render_scene(label: str, rng: np.random.Generator, size: int = 128, shift: S
     attrs = {"background": family, "shirt": shirt, "style": shift.style, "jpeg_quality": str(quality)}
     template = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))]
     caption = template.format(
-        action=phrase_for(label), bg=BG_PHRASES[family], shirt=shirt, style="night" if shift.style == "night" else "daylight"
+        action=phrase_for(label),
+        bg=BG_PHRASES[family],
+        shirt=shirt,
+        style="night" if shift.style == "night" else "daylight",
     )
     return Scene(Image.open(io.BytesIO(buf.getvalue())), buf.getvalue(), caption, attrs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -70,7 +72,14 @@ class HARModule(L.LightningModule):
             groups.append({"params": body, "lr": self.hparams.lr})
         opt = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=0.15, anneal_strategy="cos"
-        )
+        warmup = max(1, int(0.1 * total))
+
+        def factor(step: int) -> float:
+            # Linear warm-up then cosine decay; a plain function of the step, so resuming with a
+            # larger max_epochs just stretches the remaining schedule instead of overflowing it.
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -18,8 +18,8 @@ from clip_har.models.artifact import ModelMeta, save_model
 from clip_har.models.classifier import set_trainable
 from clip_har.models.factory import build_model
 from clip_har.preprocess import PreprocessConfig
-from clip_har.train.module import HARModule
 from clip_har.tracking import flatten, git_sha
+from clip_har.train.module import HARModule
 
 MONITOR = "val_f1"
 
@@ -80,7 +80,9 @@ def train(
     bundle, model = build_model(cfg, base_weights)
     set_trainable(model, cfg.train.mode, cfg.train.last_n)
     pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
-    dm = HARDataModule(data_root, cfg.data.classes, pre, cfg.train.batch_size, cfg.train.num_workers, cfg.train.cache_images)
+    dm = HARDataModule(
+        data_root, cfg.data.classes, pre, cfg.train.batch_size, cfg.train.num_workers, cfg.train.cache_images
+    )
     t = cfg.train
     module = HARModule(model, len(cfg.data.classes), t.lr, t.head_lr, t.weight_decay, t.label_smoothing)
     logger = MLFlowLogger(

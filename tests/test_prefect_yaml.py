@@ -1,0 +1,22 @@
+"""prefect.yaml declares deployments whose entrypoints and parameters match real flows."""
+
+import importlib
+import inspect
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_deployments_point_at_flows_with_valid_parameters() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    names = {d["name"] for d in spec["deployments"]}
+    assert "training-pipeline" in names
+    for dep in spec["deployments"]:
+        path, func = dep["entrypoint"].split(":")
+        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        flow = getattr(module, func)
+        assert flow.name == dep["name"]
+        params = inspect.signature(flow.fn).parameters
+        assert set(dep.get("parameters", {})) <= set(params), dep["name"]
