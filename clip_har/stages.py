@@ -90,9 +90,9 @@ def version_stage(state: StateDir, data: DataRef) -> DataVersion:
 
 def base_weights(cfg: PipelineConfig, state: StateDir) -> str | None:
     """The base CLIP weights for training: the project's own contrastive pre-training when
-    enabled (cached by its inputs), otherwise None (the preset's pretrained tag/file is used)."""
+    enabled (cached by its inputs), otherwise None: build_clip loads `model.pretrained` itself."""
     if not cfg.pretrain.enabled:
-        return cfg.model.pretrained if cfg.model.pretrained and Path(cfg.model.pretrained).is_file() else None
+        return None
     from clip_har.models.presets import build_clip
     from clip_har.models.pretrain import PretrainSpec, pretrain
 

@@ -26,7 +26,26 @@ def print_summary(result: dict, state: StateDir) -> None:
     echo(f"registry:      {reg['model_name']} v{reg['version']} -> {reg['status']}")
     echo(f"champion:      v{reg['champion_version']}")
     echo(f"run dir:       {result['run_dir']}")
+    times = stage_times(result.get("flow_run_id"))
+    if times:
+        echo("stage times:   " + ", ".join(f"{name} {sec:.1f}s" for name, sec in times))
     echo("where to look:")
     echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port 5000")
     echo(f"  Prefect UI:  PREFECT_HOME={state.prefect_home} .venv/bin/prefect server start --host 127.0.0.1")
     echo("  champion:    .venv/bin/clip-har status --json")
+
+
+def stage_times(flow_run_id: str | None) -> list[tuple[str, float]]:
+    """(task name, seconds) of a flow run, in start order, from the Prefect API."""
+    if not flow_run_id:
+        return []
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    except Exception:  # noqa: BLE001 - timings are a nicety; never fail the summary over them
+        return []
+    runs = sorted((r for r in runs if r.start_time), key=lambda r: r.start_time)
+    return [(r.name.rsplit("-", 1)[0], r.total_run_time.total_seconds()) for r in runs]

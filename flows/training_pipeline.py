@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from clip_har.stages import summary
 from clip_har.state import StateDir
@@ -30,7 +31,12 @@ def training_pipeline(profile: str = "demo", overrides: list[str] | None = None,
     ev = evaluate(cfg, state, trained, data, base)
     decision = gate(cfg, state, ev)
     reg = register(cfg, state, trained, decision, version, gx_result)
-    return {**summary(reg, ev, decision, version), "reason": reason, "run_dir": str(run_dir)}
+    return {
+        **summary(reg, ev, decision, version),
+        "reason": reason,
+        "run_dir": str(run_dir),
+        "flow_run_id": flow_run.id,
+    }
 
 
 if __name__ == "__main__":

@@ -65,3 +65,12 @@ def test_bad_data_fails_before_training(prefect_harness, state_dir: Path, tmp_pa
     assert broken.name in str(err.value) and "juggling" in str(err.value)
     assert _runs(state) == 0  # nothing trained, nothing registered
     assert not (state.cache / "base").exists()
+
+
+def test_missing_data_dir_fails_the_flow(prefect_harness, state_dir: Path, tmp_path: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    overrides = [*FAST, "data.source=folder", f"data.path={tmp_path / 'nowhere'}", "data.name=photos"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        training_pipeline(profile="tiny", overrides=overrides)
+    assert _runs(StateDir.from_env()) == 0

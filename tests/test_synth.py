@@ -57,3 +57,26 @@ def test_existing_matching_dataset_is_reused(tmp_path: Path) -> None:
     stamp = (root / "manifest.csv").stat().st_mtime_ns
     synthesize(root, spec)
     assert (root / "manifest.csv").stat().st_mtime_ns == stamp
+
+
+def test_failed_rebuild_keeps_the_old_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run killed mid-way leaves no half-written dataset: the old one stays whole."""
+    import clip_har.synth.generate as gen
+
+    root = synthesize(tmp_path / "d", SynthSpec(n=15, seed=1, size=32))
+    before = (root / "manifest.csv").read_bytes()
+    calls = {"n": 0}
+    real = gen.render_scene
+
+    def dies_halfway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen, "render_scene", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        synthesize(root, SynthSpec(n=15, seed=2, size=32))
+    assert (root / "manifest.csv").read_bytes() == before
+    assert len(list((root / "images").rglob("*.jpg"))) == 15
+    assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no staging leftovers

@@ -6,6 +6,9 @@ anything else is an open_clip model name (e.g. ViT-B-32) with a pretrained tag o
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,6 +36,23 @@ def open_clip_name(preset: str) -> str:
     return name
 
 
+class _RandomInitFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """open_clip warns on every random init; ours are deliberate (base weights load next)."""
+    root = logging.getLogger()
+    f = _RandomInitFilter()
+    root.addFilter(f)
+    try:
+        yield
+    finally:
+        root.removeFilter(f)
+
+
 @dataclass
 class ClipBundle:
     model: open_clip.CLIP
@@ -55,7 +75,8 @@ def build_clip(preset: str, pretrained: str | None = None) -> ClipBundle:
         if looks_like_path and not Path(pretrained).is_file():
             raise FileNotFoundError(f"pretrained weights file {pretrained} does not exist")
         weights = pretrained
-    model = open_clip.create_model(name, pretrained=weights)
+    with _quiet_random_init():
+        model = open_clip.create_model(name, pretrained=weights)
     model.eval()
     size = model.visual.image_size
     size = size[0] if isinstance(size, tuple | list) else int(size)
