@@ -58,7 +58,7 @@ class PretrainConfig(_Strict):
     enabled: bool = False
     n: int = 6000  # synthetic image-caption pairs (generator seed disjoint from the dataset's)
     seed: int = 1000
-    epochs: int = 6
+    epochs: int = 7
     batch_size: int = 64
     lr: float = 2e-3
 

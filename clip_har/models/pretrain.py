@@ -54,6 +54,7 @@ def pretrain(bundle: ClipBundle, root: Path, spec: PretrainSpec, out: Path, log:
     images, tokens = load_pairs(root, bundle)
     model = bundle.model
     model.train()
+    model.to(memory_format=torch.channels_last)  # ~25-50% faster convolutions on CPU
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     steps_per_epoch = max(1, len(images) // spec.batch_size)
     total = spec.epochs * steps_per_epoch
@@ -70,7 +71,7 @@ def pretrain(bundle: ClipBundle, root: Path, spec: PretrainSpec, out: Path, log:
             idx = perm[b * spec.batch_size : (b + 1) * spec.batch_size]
             x = images[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x).contiguous(memory_format=torch.channels_last)
             img_f, txt_f, scale = model(x, tokens[idx])[:3]
             loss = contrastive_loss(img_f, txt_f, scale)
             opt.zero_grad(set_to_none=True)
@@ -82,6 +83,7 @@ def pretrain(bundle: ClipBundle, root: Path, spec: PretrainSpec, out: Path, log:
             running += loss.item()
         log(f"pretrain epoch {epoch + 1}/{spec.epochs} loss {running / steps_per_epoch:.3f} ({time.time() - t0:.0f}s)")
     model.eval()
+    model.to(memory_format=torch.contiguous_format)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)

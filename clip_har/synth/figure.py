@@ -70,7 +70,7 @@ POSES: dict[str, dict[str, Point]] = {
         STANDING, l_elbow=(-0.16, -0.92), l_hand=(-0.015, -1.1), r_elbow=(0.16, -0.92), r_hand=(0.015, -1.1)
     ),
     # cup at the mouth: forearm upright in front of the chest, head tipped back
-    "drinking": _pose(STANDING, head=(-0.03, -0.9), r_elbow=(0.1, -0.6), r_hand=(0.07, -0.83)),
+    "drinking": _pose(STANDING, head=(-0.05, -0.89), r_elbow=(0.12, -0.6), r_hand=(0.08, -0.82)),
     "dancing": _pose(
         STANDING,
         neck=(0.03, -0.78),

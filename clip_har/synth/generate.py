@@ -15,6 +15,8 @@ from clip_har.data.manifest import MANIFEST, describe_files, staged_dir, stratif
 from clip_har.synth.scene import BACKGROUNDS, Shift, render_scene
 
 PARAMS_FILE = "synth.json"
+# Bump when the renderer changes what a seed produces, so cached datasets are not reused stale.
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class SynthSpec:
     extra: dict[str, str] = field(default_factory=dict)  # free tags recorded with the data
 
     def as_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps({**asdict(self), "generator_version": GENERATOR_VERSION}, sort_keys=True)
 
 
 def class_counts(n: int, classes: Sequence[str], priors: Sequence[float]) -> dict[str, int]:

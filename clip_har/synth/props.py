@@ -18,17 +18,17 @@ WOOD: Colour = (130, 85, 45)
 def phone(p: Painter, hand: Point, upright: bool) -> None:
     x, y = hand
     if upright:  # held against the ear
-        p.rect(x - 0.03, y - 0.08, x + 0.03, y + 0.04, DARK)
-        p.rect(x - 0.018, y - 0.065, x + 0.018, y + 0.025, SCREEN)
+        p.rect(x - 0.04, y - 0.11, x + 0.04, y + 0.05, DARK)
+        p.rect(x - 0.025, y - 0.09, x + 0.025, y + 0.03, SCREEN)
     else:  # held low in both hands, glowing screen up
-        p.rect(x - 0.07, y - 0.06, x + 0.07, y + 0.01, DARK)
-        p.rect(x - 0.055, y - 0.048, x + 0.055, y - 0.002, SCREEN)
+        p.rect(x - 0.09, y - 0.08, x + 0.09, y + 0.015, DARK)
+        p.rect(x - 0.072, y - 0.065, x + 0.072, y, SCREEN)
 
 
 def cup(p: Painter, hand: Point, colour: Colour) -> None:
     x, y = hand
-    p.poly([(x - 0.06, y - 0.09), (x + 0.06, y - 0.09), (x + 0.045, y + 0.08), (x - 0.045, y + 0.08)], colour)
-    p.rect(x - 0.05, y - 0.085, x + 0.05, y - 0.06, (245, 245, 250))  # the drink's surface
+    p.poly([(x - 0.075, y - 0.11), (x + 0.075, y - 0.11), (x + 0.055, y + 0.1), (x - 0.055, y + 0.1)], colour)
+    p.rect(x - 0.065, y - 0.105, x + 0.065, y - 0.07, (245, 245, 250))  # the drink's surface
 
 
 def chair(p: Painter, hip: Point, colour: Colour) -> None:
@@ -85,9 +85,9 @@ def sleep_marks(p: Painter, at: Point, colour: Colour) -> None:
 
 def headphones(p: Painter, head: Point, colour: Colour) -> None:
     hx, hy = head
-    p.arc((hx, hy), 0.11, 180, 360, colour, 0.03)
-    for dx in (-0.1, 0.1):
-        p.rect(hx + dx - 0.035, hy - 0.045, hx + dx + 0.035, hy + 0.05, colour)
+    p.arc((hx, hy), 0.12, 180, 360, colour, 0.035)
+    for dx in (-0.105, 0.105):
+        p.rect(hx + dx - 0.045, hy - 0.055, hx + dx + 0.045, hy + 0.06, colour)
 
 
 def music_notes(p: Painter, head: Point, rng: np.random.Generator, colour: Colour) -> None:

@@ -131,7 +131,7 @@ def _draw_actors(d: ImageDraw.ImageDraw, size: int, label: str, rng: np.random.G
     """Draws the actor(s) with the action's props and returns the shirt colour name."""
     outfit, shirt = _outfit(rng)
     flip = bool(rng.random() < 0.5)
-    scale = size * rng.uniform(0.6, 0.8)
+    scale = size * rng.uniform(0.65, 0.85)
     cx = size * rng.uniform(0.35, 0.65)
     feet = size * rng.uniform(0.82, 0.95)
     j = jitter(POSES[label], rng)

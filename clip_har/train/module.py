@@ -42,7 +42,17 @@ class HARModule(L.LightningModule):
                 fully_shard(block, mesh=dp)
         fully_shard(self.model, mesh=dp)
 
+    def on_fit_start(self) -> None:
+        if self.device_mesh is None:  # channels-last convs are ~25-50% faster on CPU
+            self.model.to(memory_format=torch.channels_last)
+
+    def on_fit_end(self) -> None:
+        if self.device_mesh is None:
+            self.model.to(memory_format=torch.contiguous_format)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:

@@ -1,0 +1,94 @@
+"""Inference without PyTorch graphs: ONNX Runtime sessions over an exported model directory.
+
+Used by the HTTP service and batch inference. Preprocessing, labels and prompts come from the
+exported metadata; nothing is re-declared here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clip_har.export.onnx_export import IMAGE_ONNX, TEXT_ONNX, OnnxMeta
+from clip_har.export.verify import INT8_ONNX, ort_session
+from clip_har.preprocess import MAX_PIXELS, load_image, to_array
+
+BACKENDS = ("onnx", "onnx-int8")
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float
+    top_k: list[tuple[str, float]]
+    embedding: np.ndarray
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class OnnxPredictor:
+    def __init__(self, onnx_dir: Path, backend: str = "onnx", threads: int = 0, max_pixels: int = MAX_PIXELS) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        self.dir = Path(onnx_dir)
+        self.meta = OnnxMeta.load(self.dir)
+        image = self.dir / (INT8_ONNX if backend == "onnx-int8" else IMAGE_ONNX)
+        if not image.is_file():
+            raise FileNotFoundError(f"{image} is missing (int8 ships only when it passed its checks)")
+        self.backend = backend
+        self.max_pixels = max_pixels
+        self.preprocess = self.meta.model.preprocess_config()
+        self.classes = list(self.meta.model.classes)
+        self._image = ort_session(image, threads)
+        self._text_path = self.dir / TEXT_ONNX
+        self._text = None
+        self._tokenizer = None
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Bytes → preprocessed array; ValueError with a reason for anything unusable."""
+        return to_array(load_image(data, self.max_pixels), self.preprocess)
+
+    def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[N,3,S,S] → (probabilities [N,C], embeddings [N,D])."""
+        logits, emb = self._image.run(["logits", "embedding"], {"pixel_values": batch.astype(np.float32)})
+        return softmax(logits), emb
+
+    def predict(self, batch: np.ndarray, top_k: int = 5) -> list[Prediction]:
+        probs, emb = self.run(batch)
+        k = max(1, min(top_k, len(self.classes)))
+        out = []
+        for p, e in zip(probs, emb, strict=True):
+            order = np.argsort(-p)[:k]
+            top = [(self.classes[i], float(p[i])) for i in order]
+            out.append(Prediction(top[0][0], top[0][1], top, e))
+        return out
+
+    def text_embeddings(self, labels: Sequence[str]) -> np.ndarray:
+        """[L, D] normalised prompt-ensemble embeddings for free-text labels."""
+        if self._text is None:
+            import open_clip
+
+            from clip_har.models.presets import open_clip_name
+
+            self._text = ort_session(self._text_path)
+            self._tokenizer = open_clip.get_tokenizer(open_clip_name(self.meta.model.preset))
+        templates = self.meta.model.templates
+        prompts = [t.format(label) for label in labels for t in templates]
+        tokens = self._tokenizer(prompts).numpy()  # type: ignore[misc]
+        emb = self._text.run(["text_embedding"], {"tokens": tokens})[0]
+        emb = emb.reshape(len(labels), len(templates), -1).mean(axis=1)
+        return emb / np.linalg.norm(emb, axis=-1, keepdims=True)
+
+    def classify(self, batch: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        """Zero-shot scores [N, L] over free-text labels."""
+        if not labels:
+            raise ValueError("at least one candidate label is required")
+        _, emb = self.run(batch)
+        return softmax(self.meta.logit_scale * emb @ self.text_embeddings(labels).T)
