@@ -1,0 +1,79 @@
+"""Video: sample frames at a target rate and turn per-frame labels into smoothed segments."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class Segment:
+    start_s: float
+    end_s: float
+    label: str
+    score: float
+
+
+def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, Image.Image]]:
+    """(timestamp, RGB frame) at about `fps` frames per second; ValueError if undecodable."""
+    import av
+
+    if not 0 < fps <= 60:
+        raise ValueError(f"fps must be in (0, 60], got {fps}")
+    try:
+        container = av.open(str(path))
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many FFmpeg error types
+        raise ValueError(f"cannot open video: {exc}") from exc
+    frames: list[tuple[float, Image.Image]] = []
+    next_t = 0.0
+    try:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            t = float(frame.time) if frame.time is not None else next_t
+            if t + 1e-6 < next_t:
+                continue
+            frames.append((round(t, 3), frame.to_image().convert("RGB")))
+            next_t = t + 1.0 / fps
+            if len(frames) >= max_frames:
+                break
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"cannot decode video: {exc}") from exc
+    finally:
+        container.close()
+    if not frames:
+        raise ValueError("no decodable frames in the video")
+    return frames
+
+
+def smooth_segments(
+    times: list[float], probs: np.ndarray, classes: list[str], fps: float, window: int = 3
+) -> list[Segment]:
+    """Majority vote of per-frame top labels over a sliding window, then merge runs of equal
+    labels into segments scored by the mean probability of their label."""
+    top = probs.argmax(axis=1)
+    half = window // 2
+    segments: list[Segment] = []
+    step = 1.0 / fps
+    run: list[float] = []
+    for i, t in enumerate(times):
+        votes = Counter(top[max(0, i - half) : i + half + 1].tolist())
+        best = max(votes.values())
+        # ties keep the frame's own label, so short videos are not relabelled
+        k = int(top[i]) if votes[int(top[i])] == best else votes.most_common(1)[0][0]
+        label, score = classes[k], float(probs[i, k])
+        if segments and segments[-1].label == label:
+            run.append(score)
+            segments[-1].end_s = round(t + step, 3)
+            segments[-1].score = float(np.mean(run))
+        else:
+            run = [score]
+            segments.append(Segment(t, round(t + step, 3), label, score))
+    return segments

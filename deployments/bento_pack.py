@@ -1,0 +1,44 @@
+"""BentoML packaging: an exported model into the model store, and the Bento build."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import bentoml
+
+DEPLOYMENTS = Path(__file__).resolve().parent
+PROJECT = DEPLOYMENTS.parent
+MODEL_NAME = "clip-har"
+
+
+def save_to_store(onnx_dir: Path, lineage: dict[str, str], name: str = MODEL_NAME) -> str:
+    """Copy the exported model (ONNX graphs + metadata + records) into the BentoML model store."""
+    from clip_har.export.onnx_export import OnnxMeta
+
+    meta = OnnxMeta.load(onnx_dir)
+    labels = {"data_version": lineage.get("data_version", ""), "registry_version": lineage.get("registry_version", "")}
+    metadata = {**lineage, "onnx_sha256": meta.image_sha256, "classes": json.dumps(meta.model.classes)}
+    with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
+        for f in Path(onnx_dir).iterdir():
+            if f.is_file():
+                shutil.copy2(f, Path(model.path) / f.name)
+    return str(model.tag)
+
+
+def build_bento(model_tag: str) -> str:
+    """`bentoml build` of deployments/ (offline: no package locking) pinned to one model."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bentoml", "build", str(DEPLOYMENTS), "--output", "tag"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "CLIP_HAR_MODEL": model_tag},
+        cwd=PROJECT,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bentoml build failed: {out.stderr.strip()[-2000:]}")
+    tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    return tag

@@ -1,0 +1,175 @@
+"""The clip-har HTTP service (BentoML). Thin: decode and validate requests, call the
+clip_har predictor, shape responses. Model from the BentoML store (env CLIP_HAR_MODEL,
+default clip-har:latest); backend from CLIP_HAR_BACKEND (onnx | onnx-int8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import InvalidArgument
+from fastapi import FastAPI
+
+from clip_har.serving.limits import Limits
+
+MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
+# CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a
+# full batch under load or callers get 503s (max_latency_ms is a hard deadline).
+MAX_LATENCY_MS = int(os.environ.get("CLIP_HAR_MAX_LATENCY_MS", "10000"))
+
+
+def _predictor():  # noqa: ANN202 - heavy import kept out of module import
+    from clip_har.serving.predictor import OnnxPredictor
+
+    model = bentoml.models.get(MODEL_TAG)
+    return model, OnnxPredictor(
+        Path(model.path), os.environ.get("CLIP_HAR_BACKEND", "onnx"), max_pixels=Limits.from_env().max_pixels
+    )
+
+
+@bentoml.service(name="clip-har-model", workers=1, traffic={"timeout": 120})
+class HarModel:
+    """The batched inference worker: callers' images are merged into one ONNX Runtime run."""
+
+    def __init__(self) -> None:
+        _, self.predictor = _predictor()
+
+    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS)
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        probs, emb = self.predictor.run(batch)
+        return np.concatenate([probs, emb], axis=1)
+
+
+info_app = FastAPI(title="clip-har model info")
+_TEMP_PREFIX = re.compile(r"^tmp[a-z0-9_]{8}")
+
+
+def upload_name(path: Path) -> str:
+    """The client's file name: BentoML stores uploads as tempfile 'tmp' + 8 chars + name."""
+    return _TEMP_PREFIX.sub("", Path(path).name) or Path(path).name
+
+
+def parse_labels(raw: list[str] | str) -> list[str]:
+    """Labels from a list (BentoML decodes a JSON array field) or a comma-separated string."""
+    if isinstance(raw, list):
+        return [s.strip() for s in raw if isinstance(s, str) and s.strip()]
+    raw = (raw or "").strip()
+    if raw.startswith("["):
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"labels: invalid JSON array ({exc.msg})") from exc
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise InvalidArgument("labels: a JSON array must hold strings only")
+    else:
+        items = raw.split(",")
+    return [s.strip() for s in items if s.strip()]
+
+
+@bentoml.service(name="clip-har", traffic={"timeout": 120})
+@bentoml.asgi_app(info_app)  # at the root so GET /model needs no redirect; BentoML's routes win
+class ClipHar:
+    model = bentoml.depends(HarModel)
+
+    def __init__(self) -> None:
+        self.bento_model, self.predictor = _predictor()
+        self.limits = Limits.from_env()
+        self.classes = self.predictor.classes
+
+    def _decode(self, images: list[Path]) -> np.ndarray:
+        if not images:
+            raise InvalidArgument("field 'images' needs at least one file")
+        if len(images) > self.limits.max_files:
+            raise InvalidArgument(f"too many files: {len(images)} > {self.limits.max_files}")
+        arrays = []
+        for i, path in enumerate(images):
+            size = Path(path).stat().st_size
+            if size == 0:
+                raise InvalidArgument(f"file {i + 1} is empty")
+            if size > self.limits.max_file_mb * 1e6:
+                raise InvalidArgument(f"file {i + 1} is {size} bytes, over {self.limits.max_file_mb} MB")
+            try:
+                arrays.append(self.predictor.decode(Path(path).read_bytes()))
+            except ValueError as exc:
+                raise InvalidArgument(f"file {i + 1}: {exc}") from exc
+        return np.stack(arrays)
+
+    async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = np.asarray(await self.model.to_async.infer(batch))
+        c = len(self.classes)
+        return out[:, :c], out[:, c:]
+
+    @bentoml.api(route="/predict")
+    async def predict(self, images: list[Path], top_k: int = 5) -> dict:
+        """Action label, score and top-k for each uploaded image."""
+        if not 1 <= top_k <= len(self.classes):
+            raise InvalidArgument(f"top_k must be in 1..{len(self.classes)}")
+        probs, _ = await self._infer(self._decode(images))
+        results = []
+        for path, p in zip(images, probs, strict=True):
+            order = np.argsort(-p)[:top_k]
+            top = [{"label": self.classes[i], "score": float(p[i])} for i in order]
+            results.append(
+                {"filename": upload_name(path), "label": top[0]["label"], "score": top[0]["score"], "top_k": top}
+            )
+        return {"model_version": str(self.bento_model.tag), "results": results}
+
+    @bentoml.api(route="/classify")
+    async def classify(self, images: list[Path], labels: list[str] | str) -> dict:
+        """Zero-shot scores over free-text candidate labels (through the text tower).
+
+        `labels`: a JSON array of strings, or one string with labels separated by commas."""
+        labels = parse_labels(labels)
+        if not labels:
+            raise InvalidArgument("field 'labels' needs at least one non-empty label")
+        if len(labels) > self.limits.max_labels or max(len(s) for s in labels) > self.limits.max_label_chars:
+            raise InvalidArgument(
+                f"at most {self.limits.max_labels} labels of {self.limits.max_label_chars} characters"
+            )
+        scores = self.predictor.classify(self._decode(images), labels)
+        results = [
+            {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}
+            for p, row in zip(images, scores, strict=True)
+        ]
+        return {"model_version": str(self.bento_model.tag), "results": results}
+
+    @bentoml.api(route="/predict_video")
+    async def predict_video(self, video: Path, fps: float = 1.0) -> dict:
+        """Per-sampled-frame labels and smoothed segments [{start_s, end_s, label, score}]."""
+        from dataclasses import asdict
+
+        from clip_har.serving.video import sample_frames, smooth_segments
+
+        size = Path(video).stat().st_size
+        if size == 0 or size > self.limits.max_video_mb * 1e6:
+            raise InvalidArgument(f"video must be 1 byte to {self.limits.max_video_mb} MB, got {size} bytes")
+        try:
+            frames = sample_frames(Path(video), fps, self.limits.max_frames)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        pre = self.predictor.preprocess
+        from clip_har.preprocess import to_array
+
+        probs, _ = await self._infer(np.stack([to_array(img, pre) for _, img in frames]))
+        times = [t for t, _ in frames]
+        per_frame = [
+            {"t": t, "label": self.classes[int(p.argmax())], "score": float(p.max())}
+            for t, p in zip(times, probs, strict=True)
+        ]
+        segments = [asdict(s) for s in smooth_segments(times, probs, self.classes, fps)]
+        return {"model_version": str(self.bento_model.tag), "frames": per_frame, "segments": segments}
+
+    @info_app.get("/model")
+    def model_info(self) -> dict:
+        """Version, labels and lineage of the served model."""
+        info = self.bento_model.info
+        return {
+            "model_version": str(self.bento_model.tag),
+            "labels": self.classes,
+            "backend": self.predictor.backend,
+            "lineage": dict(info.metadata),
+        }

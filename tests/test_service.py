@@ -1,0 +1,210 @@
+"""The BentoML service started for real (`bentoml serve` on a free loopback port) and called
+over HTTP: every endpoint and every bad-input class gets a 4xx with a reason, never a 500."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clip_har.config import load_config
+from clip_har.export.onnx_export import export_onnx
+from clip_har.models.artifact import ModelMeta, save_model
+from clip_har.models.factory import build_model
+from clip_har.preprocess import PreprocessConfig
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+LIMITS = {
+    "CLIP_HAR_MAX_FILES": "4",
+    "CLIP_HAR_MAX_PIXELS": "250000",
+    "CLIP_HAR_MAX_FILE_MB": "1",
+    "CLIP_HAR_MAX_FRAMES": "20",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _png(w: int, h: int, noise: bool = False) -> bytes:
+    arr = (
+        np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8) if noise else np.zeros((h, w, 3), np.uint8)
+    )
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_video(path: Path, frames: list[Image.Image], fps: int = 2) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(img.resize((64, 64)))):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("serve")
+    env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "BENTOML_DO_NOT_TRACK": "true", **LIMITS}
+    torch.manual_seed(0)
+    cfg = load_config("tiny")
+    bundle, clf = build_model(cfg)
+    pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
+    meta = ModelMeta("tiny", list(cfg.data.classes), list(cfg.data.classes), list(cfg.model.templates), pre.to_dict())
+    export_onnx(save_model(clf, bundle, meta, tmp / "model"), tmp / "onnx")
+    code = (
+        "import sys, json; from pathlib import Path; sys.path.insert(0, '.');"
+        "from deployments.bento_pack import save_to_store;"
+        f"print(save_to_store(Path({str(tmp / 'onnx')!r}), {{'data_version': 'tiny-v1', 'mlflow_run_id': 'r1'}}))"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    port = _free_port()
+    log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT / "deployments",
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so we stop the whole tree by PID
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError((tmp / "serve.log").read_text()[-3000:])
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("service did not become ready: " + (tmp / "serve.log").read_text()[-3000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def jpgs(tiny_data_master: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((tiny_data_master / "images").rglob("*.jpg"))[:6]]
+
+
+def _post(url: str, files: list, data: dict | None = None) -> httpx.Response:
+    return httpx.post(url, files=files, data=data or {}, timeout=60)
+
+
+def test_predict(server: str, jpgs: list[bytes]) -> None:
+    r = _post(f"{server}/predict", [("images", ("a.jpg", jpgs[0])), ("images", ("b.jpg", jpgs[1]))], {"top_k": "3"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"].startswith("clip-har:")
+    assert [x["filename"] for x in body["results"]] == ["a.jpg", "b.jpg"]
+    first = body["results"][0]
+    assert len(first["top_k"]) == 3 and first["label"] == first["top_k"][0]["label"]
+
+
+def test_concurrent_callers_are_served(server: str, jpgs: list[bytes]) -> None:
+    def one(i: int) -> int:
+        return _post(f"{server}/predict", [("images", (f"{i}.jpg", jpgs[i % len(jpgs)]))]).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(one, range(16)))
+    assert codes == [200] * 16
+
+
+def test_classify_free_text(server: str, jpgs: list[bytes]) -> None:
+    for labels in ('["a cat", "someone running"]', "a cat, someone running"):
+        r = _post(f"{server}/classify", [("images", ("a.jpg", jpgs[0]))], {"labels": labels})
+        assert r.status_code == 200, r.text
+        scores = r.json()["results"][0]["scores"]
+        assert set(scores) == {"a cat", "someone running"} and abs(sum(scores.values()) - 1) < 1e-4
+
+
+def test_predict_video(server: str, tiny_data_master: Path, tmp_path: Path) -> None:
+    frames = [Image.open(p).convert("RGB") for p in sorted((tiny_data_master / "images").rglob("*.jpg"))[:6]]
+    video = write_video(tmp_path / "v.mp4", frames, fps=2)
+    r = httpx.post(
+        f"{server}/predict_video", files=[("video", ("v.mp4", video.read_bytes()))], data={"fps": "1"}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert 2 <= len(body["frames"]) <= 4 and body["segments"]
+    seg = body["segments"][0]
+    assert set(seg) == {"start_s", "end_s", "label", "score"} and seg["end_s"] > seg["start_s"]
+
+
+def test_model_info_and_builtin_endpoints(server: str) -> None:
+    r = httpx.get(f"{server}/model", timeout=10)
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert info["labels"][0] == "calling" and info["lineage"]["data_version"] == "tiny-v1"
+    assert "onnx_sha256" in info["lineage"]
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(f"{server}{path}", timeout=10).status_code == 200
+
+
+BAD = {
+    "corrupt": ([("images", ("x.jpg", b"\xff\xd8\xff\xe0garbage"))], {}, "decode"),
+    "truncated": ([("images", ("x.png", _png(64, 64, noise=True)[:300]))], {}, "decode"),
+    "empty file": ([("images", ("x.jpg", b""))], {}, "empty"),
+    "not an image": ([("images", ("x.txt", b"hello, world"))], {}, "decode"),
+    "decompression bomb": ([("images", ("big.png", _png(600, 600)))], {}, "limit"),
+    "oversized upload": ([("images", ("big.png", _png(700, 700, noise=True)))], {}, "MB"),
+    "too many files": ([("images", (f"{i}.png", _png(8, 8))) for i in range(5)], {}, "too many"),
+    "missing field": ([], {"top_k": "1"}, "images"),
+    "bad top_k": ([("images", ("x.png", _png(32, 32)))], {"top_k": "0"}, "top_k"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_predict_input_is_a_4xx_with_reason(server: str, case: str, jpgs: list[bytes]) -> None:
+    files, data, needle = BAD[case]
+    r = _post(f"{server}/predict", files, data)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert needle.lower() in r.text.lower(), r.text
+    ok = _post(f"{server}/predict", [("images", ("a.jpg", jpgs[0]))])
+    assert ok.status_code == 200  # still serving
+
+
+def test_bad_classify_and_video_inputs(server: str, jpgs: list[bytes]) -> None:
+    img = [("images", ("a.jpg", jpgs[0]))]
+    for data in ({"labels": ""}, {"labels": "[]"}, {"labels": " , "}, {}):
+        r = _post(f"{server}/classify", img, data)
+        assert 400 <= r.status_code < 500 and "labels" in r.text, (data, r.text)
+    for payload, needle in ((b"", "video"), (b"not a video at all", "video")):
+        r = httpx.post(f"{server}/predict_video", files=[("video", ("v.mp4", payload))], timeout=60)
+        assert 400 <= r.status_code < 500 and needle in r.text.lower(), r.text
+    r = httpx.post(f"{server}/predict_video", files=[("video", ("v.mp4", b"x" * 10))], data={"fps": "0"}, timeout=60)
+    assert 400 <= r.status_code < 500
+    assert json.loads(httpx.get(f"{server}/model", timeout=10).text)["labels"]
