@@ -86,6 +86,17 @@ class GateConfig(_Strict):
     min_improvement: float = 0.005  # macro-F1 a challenger must add over the champion
     zero_shot_margin: float = 0.0  # macro-F1 a model must add over zero-shot on the same split
     max_class_regression: float = 0.05  # largest per-class F1 drop allowed vs the champion
+    max_export_logit_diff: float = 1e-3  # ONNX vs PyTorch on held-out images
+    min_export_agreement: float = 0.99  # top-1 agreement ONNX vs PyTorch
+    latency_p95_ms: float = 100.0  # single-image p95 budget of the backend that will serve
+
+
+class ExportConfig(_Strict):
+    enabled: bool = True
+    serve_backend: Literal["onnx", "onnx-int8"] = "onnx"  # int8 is used only if it shipped
+    int8_min_agreement: float = 0.99
+    tensorrt: bool = True  # build an fp16 engine where a GPU and TensorRT exist; skipped otherwise
+    package: bool = True  # BentoML model + Bento for promoted models
 
 
 class RegistryConfig(_Strict):
@@ -100,6 +111,7 @@ class PipelineConfig(_Strict):
     pretrain: PretrainConfig = PretrainConfig()
     train: TrainConfig = TrainConfig()
     gate: GateConfig = GateConfig()
+    export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
 
 

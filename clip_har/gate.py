@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from clip_har.config import GateConfig
 from clip_har.evaluate import EvalReport
+from clip_har.export.verify import ExportRecord
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,32 @@ def _no_class_regression(c: EvalReport, champ: EvalReport | None, cfg: GateConfi
     return Rule("no_class_regression", False, f"F1 drops > {cfg.max_class_regression} on {', '.join(bad)}")
 
 
+def _export_parity(export: ExportRecord, cfg: GateConfig) -> Rule:
+    p = export.parity
+    ok = p.max_abs_logit_diff <= cfg.max_export_logit_diff and p.top1_agreement >= cfg.min_export_agreement
+    return Rule(
+        "export_parity",
+        ok,
+        f"max |Δlogit| {p.max_abs_logit_diff:.2e} (≤ {cfg.max_export_logit_diff:.0e}), "
+        f"top-1 agreement {p.top1_agreement:.4f} (≥ {cfg.min_export_agreement}) on {p.n} images",
+    )
+
+
+def _latency_budget(export: ExportRecord, backend: str, cfg: GateConfig) -> Rule:
+    p95 = export.p95(backend)
+    if p95 is None:
+        return Rule("latency_budget", False, f"no latency measured for backend {backend}")
+    return Rule("latency_budget", p95 <= cfg.latency_p95_ms, f"{backend} p95 {p95:.2f} ms (≤ {cfg.latency_p95_ms} ms)")
+
+
 def decide(
     candidate: EvalReport,
     zero_shot: EvalReport,
     champion: EvalReport | None,
     cfg: GateConfig,
     champion_version: str | None = None,
+    export: ExportRecord | None = None,
+    serve_backend: str = "onnx",
 ) -> GateDecision:
     """Promote iff every rule passes. Pure: no I/O, same inputs → same decision."""
     rules = [
@@ -85,6 +106,8 @@ def decide(
         _beats_zero_shot(candidate, zero_shot, cfg),
         _no_class_regression(candidate, champion, cfg),
     ]
+    if export is not None:
+        rules += [_export_parity(export, cfg), _latency_budget(export, serve_backend, cfg)]
     return GateDecision(
         promote=all(r.passed for r in rules),
         rules=rules,

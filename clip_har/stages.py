@@ -205,9 +205,54 @@ def _log_eval(state: StateDir, run_id: str, report: EvalReport, zero_shot: EvalR
     assert REPORT_ARTIFACT.startswith("eval/")  # champion_report reads it back from there
 
 
-def gate_stage(cfg: PipelineConfig, state: StateDir, ev: EvalSummary) -> GateDecision:
+@dataclass
+class ExportSummary:
+    onnx_dir: str
+    record: str
+    image_sha256: str
+    serve_backend: str  # the backend the gate checked and the service will use
+
+
+def export_stage(cfg: PipelineConfig, trained: TrainResult, data: DataRef) -> ExportSummary:
+    """ONNX export + parity/int8/latency checks (+ TensorRT where possible) into the run dir."""
+    from clip_har.export.onnx_export import export_onnx
+    from clip_har.export.tensorrt import unavailable_reason
+    from clip_har.export.verify import verify_export
+
+    run_dir = Path(trained.model_dir).parent
+    onnx_meta = export_onnx(Path(trained.model_dir), run_dir / "onnx")
+    record = verify_export(Path(trained.model_dir), run_dir / "onnx", Path(data.root), cfg.export.int8_min_agreement)
+    reason = unavailable_reason() if cfg.export.tensorrt else "disabled by config (export.tensorrt=false)"
+    if reason:
+        record.tensorrt = {"built": False, "skipped": reason}
+    else:
+        from clip_har.export.tensorrt import build_engine, current_stamp
+
+        size = onnx_meta.model.preprocess_config().image_size
+        engine = build_engine(run_dir / "onnx" / "image.onnx", run_dir / "tensorrt", size)
+        record.tensorrt = {"built": True, "engine": str(engine), "stamp": asdict(current_stamp())}  # type: ignore[arg-type]
+    backend = cfg.export.serve_backend if record.int8.get("shipped") else "onnx"
+    return ExportSummary(
+        str(run_dir / "onnx"), str(record.save(run_dir / "export_record.json")), onnx_meta.image_sha256, backend
+    )
+
+
+def gate_stage(
+    cfg: PipelineConfig, state: StateDir, ev: EvalSummary, export: ExportSummary | None = None
+) -> GateDecision:
+    from clip_har.export.verify import ExportRecord
+
     version, champion = champion_report(client(state.mlflow_uri), cfg.registry.model_name)
-    return decide(EvalReport.load(Path(ev.report)), EvalReport.load(Path(ev.zero_shot)), champion, cfg.gate, version)
+    record = ExportRecord.load(Path(export.record)) if export else None
+    return decide(
+        EvalReport.load(Path(ev.report)),
+        EvalReport.load(Path(ev.zero_shot)),
+        champion,
+        cfg.gate,
+        version,
+        record,
+        export.serve_backend if export else "onnx",
+    )
 
 
 def register_stage(
@@ -217,6 +262,7 @@ def register_stage(
     decision: GateDecision,
     version: DataVersion,
     validation_report: str,
+    export: ExportSummary | None = None,
 ) -> Registration:
     """Log model + decision + lineage to the run, then create the registry version."""
     c = client(state.mlflow_uri)
@@ -231,6 +277,11 @@ def register_stage(
         "git_sha": git_sha(),
         "profile": cfg.profile,
     }
+    if export is not None:
+        lineage["onnx_sha256"] = export.image_sha256
+        lineage["serve_backend"] = export.serve_backend
+        c.log_artifacts(trained.run_id, export.onnx_dir, "onnx")
+        c.log_artifact(trained.run_id, export.record)
     (run_dir / "gate_decision.json").write_text(decision.to_json())
     (run_dir / LINEAGE_ARTIFACT).write_text(json.dumps(lineage, indent=2))
     c.log_artifacts(trained.run_id, trained.model_dir, "model")
@@ -238,6 +289,18 @@ def register_stage(
     c.log_artifact(trained.run_id, str(run_dir / LINEAGE_ARTIFACT))
     c.set_tag(trained.run_id, "gate", "pass" if decision.promote else "reject")
     return register(c, cfg.registry.model_name, trained.run_id, decision, lineage)
+
+
+def record_package(state: StateDir, trained: TrainResult, reg: Registration, tags: dict[str, str]) -> dict[str, str]:
+    """Complete the lineage (… → ONNX sha256 → Bento tag) in the run dir, MLflow run and version."""
+    c = client(state.mlflow_uri)
+    path = Path(trained.model_dir).parent / LINEAGE_ARTIFACT
+    lineage = {**json.loads(path.read_text()), "registry_version": reg.version, **tags}
+    path.write_text(json.dumps(lineage, indent=2))
+    c.log_artifact(trained.run_id, str(path))
+    for key, value in tags.items():
+        c.set_model_version_tag(reg.model_name, reg.version, f"lineage.{key}", value)
+    return lineage
 
 
 def summary(reg: Registration, ev: EvalSummary, decision: GateDecision, data_version: DataVersion) -> dict:

@@ -29,16 +29,31 @@ def save_to_store(onnx_dir: Path, lineage: dict[str, str], name: str = MODEL_NAM
     return str(model.tag)
 
 
-def build_bento(model_tag: str) -> str:
-    """`bentoml build` of deployments/ (offline: no package locking) pinned to one model."""
+def build_bento() -> str:
+    """`bentoml build` of the service from the repo root (offline: no package locking)."""
     out = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", str(DEPLOYMENTS), "--output", "tag"],
+        [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "build",
+            "-f",
+            str(DEPLOYMENTS / "bentofile.yaml"),
+            str(PROJECT),
+            "--output",
+            "tag",
+        ],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "CLIP_HAR_MODEL": model_tag},
         cwd=PROJECT,
+        timeout=600,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"bentoml build failed: {out.stderr.strip()[-2000:]}")
-    tag = out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
-    return tag
+        raise RuntimeError(f"bentoml build failed: {(out.stderr or out.stdout).strip()[-2000:]}")
+    return out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+
+
+def package(onnx_dir: Path, lineage: dict[str, str]) -> dict[str, str]:
+    """Model store + Bento for a promoted model; returns the tags for the lineage record."""
+    model_tag = save_to_store(onnx_dir, lineage)
+    return {"bento_model": model_tag, "bento": build_bento()}

@@ -1,4 +1,5 @@
-"""training-pipeline: synth/ingest → validate → version → train → evaluate → gate → register."""
+"""training-pipeline: synth/ingest → validate → version → train → evaluate → export → gate →
+register → package (Bento) for promoted models."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from clip_har.stages import summary
 from clip_har.state import StateDir
 from tasks.config import resolve_config, start_run
 from tasks.data import prepare_data, validate_data, version_data
+from tasks.export import export_model, package, record_lineage
 from tasks.model import base_weights, evaluate, train
 from tasks.registry import gate, register
 
@@ -29,10 +31,16 @@ def training_pipeline(profile: str = "demo", overrides: list[str] | None = None,
     base = base_weights(cfg, state)
     trained = train(cfg, state, data, version, base, run_dir)
     ev = evaluate(cfg, state, trained, data, base)
-    decision = gate(cfg, state, ev)
-    reg = register(cfg, state, trained, decision, version, gx_result)
+    exported = export_model(cfg, trained, data) if cfg.export.enabled else None
+    decision = gate(cfg, state, ev, exported)
+    reg = register(cfg, state, trained, decision, version, gx_result, exported)
+    lineage = {}
+    if decision.promote and exported is not None and cfg.export.package:
+        tags = package(exported, reg, str(run_dir / "lineage.json"))
+        lineage = record_lineage(state, trained, reg, tags)
     return {
         **summary(reg, ev, decision, version),
+        "lineage": lineage,
         "reason": reason,
         "run_dir": str(run_dir),
         "flow_run_id": flow_run.id,

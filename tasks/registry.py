@@ -16,8 +16,10 @@ from clip_har.train.trainer import TrainResult
 
 
 @task(name="gate", cache_policy=NO_CACHE)
-def gate(cfg: PipelineConfig, state: StateDir, ev: stages.EvalSummary) -> GateDecision:
-    decision = stages.gate_stage(cfg, state, ev)
+def gate(
+    cfg: PipelineConfig, state: StateDir, ev: stages.EvalSummary, exported: stages.ExportSummary | None = None
+) -> GateDecision:
+    decision = stages.gate_stage(cfg, state, ev, exported)
     create_markdown_artifact(decision.to_markdown(), key="gate-decision", description="promotion gate")
     get_run_logger().info("gate: %s %s", "promote" if decision.promote else "reject", decision.reasons)
     return decision
@@ -31,5 +33,6 @@ def register(
     decision: GateDecision,
     version: DataVersion,
     gx_result: str,
+    exported: stages.ExportSummary | None = None,
 ) -> Registration:
-    return stages.register_stage(cfg, state, trained, decision, version, gx_result)
+    return stages.register_stage(cfg, state, trained, decision, version, gx_result, exported)

@@ -32,6 +32,8 @@ def tiny_data(tiny_data_master: Path, tmp_path: Path) -> Path:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "state"
     monkeypatch.setenv("CLIP_HAR_HOME", str(root))
+    # BentoML reads its home once, at import: the first test that packages fixes it.
+    monkeypatch.setenv("BENTOML_HOME", str(root / "bentoml"))
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(key, raising=False)
     return root

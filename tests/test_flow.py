@@ -33,8 +33,23 @@ def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_di
     c = client(state.mlflow_uri)
     assert champion_version(c, "clip-har") == "1"
     run_dir = Path(first["run_dir"])
-    for name in ("data_gate.json", "lineage.json", "gate_decision.json", "model/meta.json", "eval/confusion.png"):
+    for name in (
+        "data_gate.json",
+        "lineage.json",
+        "gate_decision.json",
+        "model/meta.json",
+        "eval/confusion.png",
+        "export_record.json",
+        "onnx/image.onnx",
+        "onnx/text.onnx",
+    ):
         assert (run_dir / name).is_file(), name
+    # lineage: data version → GX result → MLflow run/version → ONNX sha256 → Bento tag
+    lineage = first["lineage"]
+    assert lineage["data_version"] == "tiny-v1" and Path(lineage["gx_result"]).is_file()
+    assert lineage["registry_version"] == "1" and len(lineage["onnx_sha256"]) == 64
+    assert lineage["bento"].startswith("clip-har:") and lineage["bento_model"].startswith("clip-har:")
+    assert {r["name"] for r in first["gate"]["rules"]} >= {"export_parity", "latency_budget"}
     # An impossible margin: the second run must be rejected and the champion must stay.
     second = training_pipeline(profile="tiny", overrides=[*FAST, "gate.min_improvement=2.0"], reason="test")
     assert not second["registration"]["promoted"] and second["registration"]["version"] == "2"
@@ -43,6 +58,7 @@ def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_di
     mv = c.get_model_version("clip-har", "2")
     assert mv.tags["status"] == "rejected" and "beats_champion" in mv.tags["rejected_because"]
     assert mv.tags["lineage.data_version"] == "tiny-v1"
+    assert second["lineage"] == {}  # rejected models are not packaged
 
 
 def test_bad_data_fails_before_training(prefect_harness, state_dir: Path, tmp_path: Path, tiny_data: Path) -> None:

@@ -33,3 +33,19 @@ def test_per_class_regression_blocks_promotion() -> None:
     assert not d.promote
     assert any("no_class_regression" in r and "a" in r for r in d.reasons)
     assert d.to_dict()["champion_version"] == "3" and '"promote": false' in d.to_json()
+
+
+def test_export_parity_and_latency_rules() -> None:
+    from clip_har.export.verify import ExportRecord, Latency, Parity
+
+    good = ExportRecord(Parity(64, 1e-6, 1.0), [Latency("onnx", 1, 1.0, 2.0)])
+    cand, zs = report(0.8, {"a": 0.8}), report(0.5, {"a": 0.5})
+    assert decide(cand, zs, None, CFG, export=good).promote
+    drift = ExportRecord(Parity(64, 0.5, 0.9), [Latency("onnx", 1, 1.0, 2.0)])
+    d = decide(cand, zs, None, CFG, export=drift)
+    assert not d.promote and d.reasons[0].startswith("export_parity")
+    slow = ExportRecord(Parity(64, 1e-6, 1.0), [Latency("onnx", 1, 90.0, 500.0)])
+    d = decide(cand, zs, None, CFG, export=slow)
+    assert not d.promote and d.reasons[0].startswith("latency_budget")
+    d = decide(cand, zs, None, CFG, export=good, serve_backend="onnx-int8")
+    assert not d.promote and "no latency measured" in d.reasons[0]

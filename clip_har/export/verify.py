@@ -3,6 +3,7 @@ speed, and single-image latency per backend. The results form the export record.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,6 +46,20 @@ class ExportRecord:
 
     def p95(self, backend: str) -> float | None:
         return next((lat.p95_ms for lat in self.latency if lat.backend == backend), None)
+
+    def save(self, path: Path) -> Path:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ExportRecord:
+        raw = json.loads(Path(path).read_text())
+        return cls(
+            Parity(**raw["parity"]),
+            [Latency(**x) for x in raw["latency"]],
+            raw.get("int8", {}),
+            raw.get("tensorrt", {}),
+        )
 
 
 def ort_session(path: Path, threads: int = 0):  # noqa: ANN201 - onnxruntime.InferenceSession
