@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decompression-bomb guard: refuse images with more pixels than this before decoding them.
 MAX_PIXELS = 50_000_000
@@ -47,7 +47,9 @@ def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.I
         im = ImageOps.exif_transpose(im)
     except ValueError:
         raise
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data
+    except UnidentifiedImageError as exc:
+        raise ValueError("cannot decode image: not a recognised image format") from exc
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data (truncated, …)
         raise ValueError(f"cannot decode image: {exc}") from exc
     return im.convert("RGB")
 

@@ -100,3 +100,19 @@ def champion_status(c: MlflowClient, name: str) -> dict | None:
         "data_version": lineage.get("data_version"),
         "lineage": {**lineage, **lineage_file},
     }
+
+
+def champion_onnx(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:
+    """The champion's version and its exported ONNX directory (downloaded once into `dest`)."""
+    version = champion_version(c, name)
+    if version is None:
+        raise LookupError(f"no champion for model {name!r}: run the training pipeline first")
+    target = Path(dest) / f"{name}-v{version}"
+    if not (target / "onnx" / "onnx_meta.json").is_file():
+        run_id = c.get_model_version(name, version).run_id
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            c.download_artifacts(run_id, "onnx", str(target))
+        except MlflowException as exc:
+            raise LookupError(f"champion v{version} has no exported ONNX model (run {run_id})") from exc
+    return version, target / "onnx"

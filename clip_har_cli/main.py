@@ -4,6 +4,7 @@ Prefect flow in ephemeral mode. Errors print one readable line and exit non-zero
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -162,6 +163,63 @@ def pipeline_run(
         typer.echo(str(exc), err=True)
         fail(f"training pipeline failed: {first}")
     print_summary(result, state)
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="Image files, folders, CSVs (a 'path' column) or videos")],
+    out: Annotated[Path, typer.Option(help="Output file: .csv or .json")] = Path("predictions.csv"),
+    batch_size: int = 32,
+    top_k: int = 3,
+    fps: Annotated[float, typer.Option(help="Frames per second sampled from videos")] = 1.0,
+) -> None:
+    """Batch inference with the champion model (the batch-inference flow)."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}", 2)
+    if out.suffix.lower() not in (".csv", ".json"):
+        fail("--out must end in .csv or .json", 2)
+    _state()
+    from flows.batch_inference import batch_inference
+
+    try:
+        result = batch_inference(
+            inputs=[str(p) for p in paths], output=str(out), batch_size=batch_size, top_k=top_k, video_fps=fps
+        )
+    except LookupError as exc:
+        fail(str(exc))
+    typer.echo(
+        f"{result['rows']} predictions ({result['errors']} unreadable) by champion v{result['model_version']} → {out}"
+    )
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(envvar="CLIP_HAR_PORT", help="Port on 127.0.0.1")] = 3000,
+    host: Annotated[str, typer.Option(envvar="CLIP_HAR_HOST")] = "127.0.0.1",
+) -> None:
+    """Serve the champion's Bento model over HTTP (BentoML, ONNX Runtime)."""
+    import os
+
+    from clip_har.registry import champion_version
+    from clip_har.tracking import client
+
+    state = _state()
+    name = load_config("demo").registry.model_name
+    c = client(state.mlflow_uri)
+    version = champion_version(c, name) if state.mlflow_db.is_file() else None
+    if version is None:
+        fail("no champion yet: run `make demo` first")
+    tags = c.get_model_version(name, version).tags
+    model = tags.get("lineage.bento_model")
+    if not model:
+        fail(f"champion v{version} was not packaged (no BentoML model); rerun the pipeline")
+    env = {**os.environ, "CLIP_HAR_MODEL": model, "CLIP_HAR_BACKEND": tags.get("lineage.serve_backend", "onnx")}
+    typer.echo(f"serving champion v{version} ({model}) on http://{host}:{port}")
+    deployments = Path(__file__).resolve().parents[1] / "deployments"
+    cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", host, "--port", str(port)]
+    os.chdir(deployments)
+    os.execve(sys.executable, cmd, env)  # the server replaces this process: one PID to stop
 
 
 @app.command()

@@ -61,6 +61,32 @@ def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_di
     assert second["lineage"] == {}  # rejected models are not packaged
 
 
+def _batch_inputs(tiny_data: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for p in sorted((tiny_data / "images").rglob("*.jpg"))[:5]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    return folder
+
+
+def test_batch_inference_lists_unreadable_files(
+    prefect_harness, state_dir: Path, tmp_path: Path, tiny_data: Path
+) -> None:
+    from flows.batch_inference import batch_inference
+    from flows.training_pipeline import training_pipeline
+
+    with pytest.raises(LookupError, match="no champion"):
+        batch_inference(inputs=[str(tiny_data)], output=str(tmp_path / "none.csv"))
+    training_pipeline(profile="tiny", overrides=[*FAST, "export.package=false"])
+    folder = _batch_inputs(tiny_data, tmp_path / "in")
+    result = batch_inference(inputs=[str(folder)], output=str(tmp_path / "out.json"), batch_size=2)
+    assert result["rows"] == 6 and result["errors"] == 1 and result["model_version"] == "1"
+    rows = pd.read_json(tmp_path / "out.json")
+    bad = rows[rows["path"].str.endswith("broken.jpg")].iloc[0]
+    assert "cannot decode" in bad["error"]
+    assert rows["label"].notna().sum() == 5
+
+
 def test_bad_data_fails_before_training(prefect_harness, state_dir: Path, tmp_path: Path, tiny_data: Path) -> None:
     from flows.training_pipeline import training_pipeline
 

@@ -1,0 +1,112 @@
+"""Batch inference over a folder, a CSV of paths, or videos → rows of predictions.
+
+Unreadable files become rows with an `error`, never a failed run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clip_har.data.manifest import IMAGE_SUFFIXES
+from clip_har.serving.predictor import OnnxPredictor
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+@dataclass
+class Row:
+    path: str
+    frame_s: float | None = None
+    label: str | None = None
+    score: float | None = None
+    top_k: str | None = None  # "label:score;…"
+    error: str | None = None
+
+
+def collect(inputs: Iterable[Path]) -> list[Path]:
+    """Expand folders (recursively) and CSVs (a `path` column, relative to the CSV) into files."""
+    files: list[Path] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        elif p.suffix.lower() == ".csv":
+            with p.open(newline="") as f:
+                reader = csv.DictReader(f)
+                if not reader.fieldnames or "path" not in reader.fieldnames:
+                    raise ValueError(f"{p}: a CSV input needs a 'path' column")
+                files += [
+                    (p.parent / r["path"]) if not Path(r["path"]).is_absolute() else Path(r["path"]) for r in reader
+                ]
+        else:
+            files.append(p)
+    return files
+
+
+def _top(pred, k: int) -> str:  # noqa: ANN001
+    return ";".join(f"{lab}:{s:.4f}" for lab, s in pred.top_k[:k])
+
+
+def predict_files(
+    predictor: OnnxPredictor,
+    files: list[Path],
+    batch_size: int = 32,
+    top_k: int = 3,
+    video_fps: float = 1.0,
+    progress: Callable[[int], None] | None = None,
+) -> list[Row]:
+    rows: list[Row] = []
+    pending: list[tuple[Path, np.ndarray]] = []
+
+    def flush() -> None:
+        if pending:
+            preds = predictor.predict(np.stack([a for _, a in pending]), top_k)
+            rows.extend(
+                Row(str(p), None, r.label, r.score, _top(r, top_k)) for (p, _), r in zip(pending, preds, strict=True)
+            )
+            pending.clear()
+
+    for f in files:
+        try:
+            if f.suffix.lower() in VIDEO_SUFFIXES:
+                rows.extend(_video_rows(predictor, f, video_fps, top_k))
+            else:
+                pending.append((f, predictor.decode(f.read_bytes())))
+        except (OSError, ValueError) as exc:
+            rows.append(Row(str(f), error=str(exc) or type(exc).__name__))
+        if len(pending) >= batch_size:
+            flush()
+        if progress:
+            progress(1)
+    flush()
+    return rows
+
+
+def _video_rows(predictor: OnnxPredictor, path: Path, fps: float, top_k: int) -> list[Row]:
+    from clip_har.preprocess import to_array
+    from clip_har.serving.video import sample_frames
+
+    frames = sample_frames(path, fps, max_frames=10_000)
+    preds = predictor.predict(np.stack([to_array(img, predictor.preprocess) for _, img in frames]), top_k)
+    return [Row(str(path), t, r.label, r.score, _top(r, top_k)) for (t, _), r in zip(frames, preds, strict=True)]
+
+
+def write_rows(rows: list[Row], out: Path) -> Path:
+    """CSV or JSON by suffix, written atomically."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    if out.suffix.lower() == ".json":
+        tmp.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(Row.__dataclass_fields__))
+            w.writeheader()
+            w.writerows(asdict(r) for r in rows)
+    tmp.replace(out)
+    return out

@@ -1,0 +1,39 @@
+"""Batch-inference tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from clip_har.registry import champion_onnx
+from clip_har.serving import batch
+from clip_har.state import StateDir
+from clip_har.tracking import client
+
+
+@task(name="champion-model", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def champion_model(state: StateDir, model_name: str) -> tuple[str, str]:
+    version, onnx_dir = champion_onnx(client(state.mlflow_uri), model_name, state.cache / "serving")
+    return version, str(onnx_dir)
+
+
+@task(name="collect-inputs", cache_policy=NO_CACHE)
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    return batch.collect(Path(p) for p in inputs)
+
+
+@task(name="predict-batch", cache_policy=NO_CACHE)
+def predict_batch(onnx_dir: str, files: list[Path], output: str, batch_size: int, top_k: int, video_fps: float) -> dict:
+    from tqdm import tqdm
+
+    from clip_har.serving.predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(Path(onnx_dir))
+    with tqdm(total=len(files), desc="predict", unit="file") as bar:
+        rows = batch.predict_files(predictor, files, batch_size, top_k, video_fps, progress=bar.update)
+    out = batch.write_rows(rows, Path(output))
+    errors = sum(1 for r in rows if r.error)
+    get_run_logger().info("%d rows (%d unreadable files) → %s", len(rows), errors, out)
+    return {"output": str(out), "rows": len(rows), "errors": errors}
