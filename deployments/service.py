@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 
+import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument
@@ -99,7 +100,15 @@ class ClipHar:
         return np.stack(arrays)
 
     async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = np.asarray(await self.model.to_async.infer(batch))
+        # BentoML's inter-service client can reuse a keep-alive connection the model service
+        # has just closed (bentoml/BentoML#4971): retry the idempotent call on such resets.
+        for attempt in range(3):
+            try:
+                out = np.asarray(await self.model.to_async.infer(batch))
+                break
+            except aiohttp.ClientConnectionError:
+                if attempt == 2:
+                    raise
         c = len(self.classes)
         return out[:, :c], out[:, c:]
 
