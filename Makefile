@@ -39,6 +39,12 @@ test: install
 serve: install
 	$(BIN)/clip-har serve
 
+# Benchmarks: JSON under bench/results/ plus a printed table (the serving one needs a champion).
+bench: install
+	$(BIN)/python bench/synth.py
+	$(BIN)/python bench/serving.py --model demo
+	$(BIN)/python bench/serving.py --model ViT-B-32 --requests 120
+
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 

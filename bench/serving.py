@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> dict:
             render_scene("running", np.random.default_rng(i), 128).image.save(buf, format="JPEG")
             images.append(buf.getvalue())
         env = {**os.environ, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-        code = f"from pathlib import Path; from deployments.bento_pack import save_to_store; print(save_to_store(Path({str(onnx_dir)!r}), {{}}))"
+        code = (
+            "from pathlib import Path; from deployments.bento_pack import save_to_store; "
+            f"print(save_to_store(Path({str(onnx_dir)!r}), {{}}))"
+        )
         tag = subprocess.run(
             [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.split()[-1]
@@ -235,11 +238,12 @@ def main(argv: list[str] | None = None) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "serving.json" if args.model == "demo" else f"serving-{args.model}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'server':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'server':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for key in ("onnx", "onnx-int8", "naive"):
         r = result[key]
         print(
-            f"{'bento-' + key if key != 'naive' else 'naive':<12} {r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7}"
+            f"{'bento-' + key if key != 'naive' else 'naive':<16} "
+            f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7}"
         )
     print(
         f"raw ORT {result['raw_ort_ips']} img/s at batch {result['raw_ort_best_batch']}; "

@@ -4,6 +4,7 @@ default clip-har:latest); backend from CLIP_HAR_BACKEND (onnx | onnx-int8)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,7 @@ MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
 # CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a
 # full batch under load or callers get 503s (max_latency_ms is a hard deadline).
 MAX_LATENCY_MS = int(os.environ.get("CLIP_HAR_MAX_LATENCY_MS", "10000"))
+INFER_TIMEOUT_S = float(os.environ.get("CLIP_HAR_INFER_TIMEOUT_S", "30"))
 
 
 def _predictor():  # noqa: ANN202 - heavy import kept out of module import
@@ -101,12 +103,13 @@ class ClipHar:
 
     async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # BentoML's inter-service client can reuse a keep-alive connection the model service
-        # has just closed (bentoml/BentoML#4971): retry the idempotent call on such resets.
+        # has just closed (bentoml/BentoML#4971), and under load we saw one batched call never
+        # answer: retry the idempotent call on resets and on a per-call deadline.
         for attempt in range(3):
             try:
-                out = np.asarray(await self.model.to_async.infer(batch))
+                out = np.asarray(await asyncio.wait_for(self.model.to_async.infer(batch), INFER_TIMEOUT_S))
                 break
-            except aiohttp.ClientConnectionError:
+            except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == 2:
                     raise
         c = len(self.classes)

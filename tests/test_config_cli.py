@@ -61,3 +61,11 @@ def test_cli_data_synth_and_validate(tmp_path) -> None:
     assert r.exit_code == 0 and "passed" in r.output
     r = runner.invoke(app, ["data", "validate", str(tmp_path / "missing"), "--profile", "tiny"])
     assert r.exit_code == 1 and "FAILED" in r.output
+
+
+def test_cli_predict_bad_input_is_one_line(tmp_path) -> None:
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "missing.jpg")])
+    assert r.exit_code == 2 and "no such file" in r.output
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "p.txt")])
+    assert r.exit_code == 2 and ".csv or .json" in r.output
