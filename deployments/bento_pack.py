@@ -15,9 +15,13 @@ PROJECT = DEPLOYMENTS.parent
 MODEL_NAME = "clip-har"
 
 
-def save_to_store(onnx_dir: Path, lineage: dict[str, str], name: str = MODEL_NAME) -> str:
-    """Copy the exported model (ONNX graphs + metadata + records) into the BentoML model store."""
+def save_to_store(
+    onnx_dir: Path, lineage: dict[str, str], name: str = MODEL_NAME, model_dir: Path | None = None
+) -> str:
+    """Copy the exported model (ONNX graphs + metadata) into the BentoML model store, and the
+    PyTorch artifact beside it when given (the `pytorch` serving backend)."""
     from clip_har.export.onnx_export import OnnxMeta
+    from clip_har.serving.predictor import TORCH_DIR
 
     meta = OnnxMeta.load(onnx_dir)
     labels = {"data_version": lineage.get("data_version", ""), "registry_version": lineage.get("registry_version", "")}
@@ -26,6 +30,8 @@ def save_to_store(onnx_dir: Path, lineage: dict[str, str], name: str = MODEL_NAM
         for f in Path(onnx_dir).iterdir():
             if f.is_file():
                 shutil.copy2(f, Path(model.path) / f.name)
+        if model_dir is not None:
+            shutil.copytree(model_dir, Path(model.path) / TORCH_DIR)
     return str(model.tag)
 
 
@@ -53,7 +59,7 @@ def build_bento() -> str:
     return out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
 
-def package(onnx_dir: Path, lineage: dict[str, str]) -> dict[str, str]:
+def package(onnx_dir: Path, lineage: dict[str, str], model_dir: Path | None = None) -> dict[str, str]:
     """Model store + Bento for a promoted model; returns the tags for the lineage record."""
-    model_tag = save_to_store(onnx_dir, lineage)
+    model_tag = save_to_store(onnx_dir, lineage, model_dir=model_dir)
     return {"bento_model": model_tag, "bento": build_bento()}

@@ -26,10 +26,10 @@ INFER_TIMEOUT_S = float(os.environ.get("CLIP_HAR_INFER_TIMEOUT_S", "30"))
 
 
 def _predictor():  # noqa: ANN202 - heavy import kept out of module import
-    from clip_har.serving.predictor import OnnxPredictor
+    from clip_har.serving.predictor import Predictor
 
     model = bentoml.models.get(MODEL_TAG)
-    return model, OnnxPredictor(
+    return model, Predictor(
         Path(model.path), os.environ.get("CLIP_HAR_BACKEND", "onnx"), max_pixels=Limits.from_env().max_pixels
     )
 

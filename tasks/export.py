@@ -28,7 +28,8 @@ def package(export: stages.ExportSummary, reg: Registration, lineage_file: str) 
     from deployments.bento_pack import package as bento_package
 
     lineage = {**json.loads(Path(lineage_file).read_text()), "registry_version": reg.version}
-    return bento_package(Path(export.onnx_dir), lineage)
+    onnx_dir = Path(export.onnx_dir)
+    return bento_package(onnx_dir, lineage, model_dir=onnx_dir.parent / "model")
 
 
 @task(name="record-lineage", cache_policy=NO_CACHE)

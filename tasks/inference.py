@@ -28,9 +28,9 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 def predict_batch(onnx_dir: str, files: list[Path], output: str, batch_size: int, top_k: int, video_fps: float) -> dict:
     from tqdm import tqdm
 
-    from clip_har.serving.predictor import OnnxPredictor
+    from clip_har.serving.predictor import Predictor
 
-    predictor = OnnxPredictor(Path(onnx_dir))
+    predictor = Predictor(Path(onnx_dir))
     with tqdm(total=len(files), desc="predict", unit="file") as bar:
         rows = batch.predict_files(predictor, files, batch_size, top_k, video_fps, progress=bar.update)
     out = batch.write_rows(rows, Path(output))

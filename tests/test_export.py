@@ -17,7 +17,7 @@ from clip_har.export.verify import INT8_ONNX, held_out_batch, parity, verify_exp
 from clip_har.models.artifact import ModelMeta, save_model
 from clip_har.models.factory import build_model
 from clip_har.preprocess import PreprocessConfig
-from clip_har.serving.predictor import OnnxPredictor
+from clip_har.serving.predictor import Predictor
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +74,7 @@ def test_tensorrt_is_skipped_with_a_reason_without_gpu(tmp_path: Path) -> None:
 
 
 def test_predictor_predicts_and_classifies_free_text(tiny_onnx: Path, tiny_data_master: Path) -> None:
-    pred = OnnxPredictor(tiny_onnx)
+    pred = Predictor(tiny_onnx)
     img = next((tiny_data_master / "images").rglob("*.jpg")).read_bytes()
     batch = np.stack([pred.decode(img), pred.decode(img)])
     out = pred.predict(batch, top_k=3)
@@ -86,8 +86,25 @@ def test_predictor_predicts_and_classifies_free_text(tiny_onnx: Path, tiny_data_
         pred.decode(b"not an image")
     buf = io.BytesIO()
     Image.new("RGB", (400, 400)).save(buf, format="PNG")
-    small = OnnxPredictor(tiny_onnx, max_pixels=100 * 100)
+    small = Predictor(tiny_onnx, max_pixels=100 * 100)
     with pytest.raises(ValueError, match="more than the limit"):
         small.decode(buf.getvalue())
     with pytest.raises(ValueError, match="label"):
         pred.classify(batch, [])
+
+
+def test_pytorch_backend_matches_onnx(
+    tiny_model: Path, tiny_onnx: Path, tmp_path: Path, tiny_data_master: Path
+) -> None:
+    import shutil
+
+    store = Path(shutil.copytree(tiny_onnx, tmp_path / "store"))
+    with pytest.raises(FileNotFoundError, match="without PyTorch weights"):
+        Predictor(store, "pytorch")
+    shutil.copytree(tiny_model, store / "torch")
+    images = held_out_batch(tiny_model, tiny_data_master, n=4)
+    p_onnx, e_onnx = Predictor(store).run(images)
+    p_torch, e_torch = Predictor(store, "pytorch").run(images)
+    assert np.allclose(p_onnx, p_torch, atol=1e-4) and np.allclose(e_onnx, e_torch, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown backend"):
+        Predictor(store, "tensorflow")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_har.data.manifest import IMAGE_SUFFIXES
-from clip_har.serving.predictor import OnnxPredictor
+from clip_har.serving.predictor import Predictor
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 
@@ -53,7 +53,7 @@ def _top(pred, k: int) -> str:  # noqa: ANN001
 
 
 def predict_files(
-    predictor: OnnxPredictor,
+    predictor: Predictor,
     files: list[Path],
     batch_size: int = 32,
     top_k: int = 3,
@@ -87,7 +87,7 @@ def predict_files(
     return rows
 
 
-def _video_rows(predictor: OnnxPredictor, path: Path, fps: float, top_k: int) -> list[Row]:
+def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int) -> list[Row]:
     from clip_har.preprocess import to_array
     from clip_har.serving.video import sample_frames
 

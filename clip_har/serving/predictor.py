@@ -16,7 +16,8 @@ from clip_har.export.onnx_export import IMAGE_ONNX, TEXT_ONNX, OnnxMeta
 from clip_har.export.verify import INT8_ONNX, ort_session
 from clip_har.preprocess import MAX_PIXELS, load_image, to_array
 
-BACKENDS = ("onnx", "onnx-int8")
+BACKENDS = ("onnx", "onnx-int8", "pytorch")
+TORCH_DIR = "torch"  # the PyTorch model artifact, stored beside the ONNX graphs
 
 
 @dataclass
@@ -33,23 +34,36 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-class OnnxPredictor:
+class Predictor:
+    """ONNX Runtime backends (fp32, int8); `pytorch` runs the stored PyTorch artifact instead,
+    behind the same interface, for comparison and for models that do not export."""
+
     def __init__(self, onnx_dir: Path, backend: str = "onnx", threads: int = 0, max_pixels: int = MAX_PIXELS) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         self.dir = Path(onnx_dir)
         self.meta = OnnxMeta.load(self.dir)
-        image = self.dir / (INT8_ONNX if backend == "onnx-int8" else IMAGE_ONNX)
-        if not image.is_file():
-            raise FileNotFoundError(f"{image} is missing (int8 ships only when it passed its checks)")
         self.backend = backend
         self.max_pixels = max_pixels
         self.preprocess = self.meta.model.preprocess_config()
         self.classes = list(self.meta.model.classes)
-        self._image = ort_session(image, threads)
         self._text_path = self.dir / TEXT_ONNX
         self._text = None
         self._tokenizer = None
+        self._torch = None
+        if backend == "pytorch":
+            from clip_har.models.artifact import load_model
+
+            if not (self.dir / TORCH_DIR).is_dir():
+                raise FileNotFoundError(
+                    f"{self.dir / TORCH_DIR} is missing: this model was stored without PyTorch weights"
+                )
+            self._torch = load_model(self.dir / TORCH_DIR)[0].eval()
+            return
+        image = self.dir / (INT8_ONNX if backend == "onnx-int8" else IMAGE_ONNX)
+        if not image.is_file():
+            raise FileNotFoundError(f"{image} is missing (int8 ships only when it passed its checks)")
+        self._image = ort_session(image, threads)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bytes → preprocessed array; ValueError with a reason for anything unusable."""
@@ -57,6 +71,13 @@ class OnnxPredictor:
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[N,3,S,S] → (probabilities [N,C], embeddings [N,D])."""
+        if self._torch is not None:
+            import torch
+
+            with torch.no_grad():
+                x = torch.from_numpy(batch.astype(np.float32))
+                emb_t = self._torch.embed(x)
+                return softmax(self._torch.head(emb_t).numpy()), emb_t.numpy()
         logits, emb = self._image.run(["logits", "embedding"], {"pixel_values": batch.astype(np.float32)})
         return softmax(logits), emb
 
