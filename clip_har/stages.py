@@ -93,6 +93,8 @@ def base_weights(cfg: PipelineConfig, state: StateDir) -> str | None:
     enabled (cached by its inputs), otherwise None: build_clip loads `model.pretrained` itself."""
     if not cfg.pretrain.enabled:
         return None
+    import torch
+
     from clip_har.models.presets import build_clip
     from clip_har.models.pretrain import PretrainSpec, pretrain
 
@@ -104,6 +106,7 @@ def base_weights(cfg: PipelineConfig, state: StateDir) -> str | None:
     if out.is_file():
         return str(out)
     pairs = synthesize(state.cache / "pretrain-data" / key, spec)
+    torch.manual_seed(p.seed)  # the random init too, so the same inputs give the same base
     bundle = build_clip(cfg.model.preset)
     pretrain(bundle, pairs, PretrainSpec(p.epochs, p.batch_size, p.lr, seed=p.seed), out)
     return str(out)
