@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
             "image_size": size,
             "concurrency": args.concurrency,
             "requests": args.requests,
+            "http_workers": int(os.environ.get("CLIP_HAR_HTTP_WORKERS", "1")),
+            "cpus": os.cpu_count(),
         }
         for backend in ("onnx", "onnx-int8"):
             port = free_port()

@@ -204,8 +204,8 @@ def _log_eval(state: StateDir, run_id: str, report: EvalReport, zero_shot: EvalR
     }
     for k, v in metrics.items():
         c.log_metric(run_id, k, v)
-    c.log_artifacts(run_id, str(out), "eval")
-    assert REPORT_ARTIFACT.startswith("eval/")  # champion_report reads it back from there
+    # champion_report() reads eval/report.json (REPORT_ARTIFACT) back from here
+    c.log_artifacts(run_id, str(out), REPORT_ARTIFACT.split("/")[0])
 
 
 @dataclass

@@ -73,7 +73,7 @@ def parse_labels(raw: list[str] | str) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-@bentoml.service(name="clip-har", traffic={"timeout": 120})
+@bentoml.service(name="clip-har", workers=int(os.environ.get("CLIP_HAR_HTTP_WORKERS", "1")), traffic={"timeout": 120})
 @bentoml.asgi_app(info_app)  # at the root so GET /model needs no redirect; BentoML's routes win
 class ClipHar:
     model = bentoml.depends(HarModel)

@@ -34,14 +34,14 @@ def current_stamp() -> EngineStamp | None:
 
 def unavailable_reason() -> str | None:
     """Why no engine can be built here (None when it can)."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return "tensorrt is not installed (pip install '.[gpu]' on a CUDA machine)"
     import torch
 
     if not torch.cuda.is_available():
         return "no CUDA GPU on this machine"
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "tensorrt is not installed (pip install '.[gpu]')"
     return None
 
 
