@@ -1,6 +1,6 @@
 """The clip-har HTTP service (BentoML). Thin: decode and validate requests, call the
 clip_har predictor, shape responses. Model from the BentoML store (env CLIP_HAR_MODEL,
-default clip-har:latest); backend from CLIP_HAR_BACKEND (onnx | onnx-int8)."""
+default clip-har:latest); backend from CLIP_HAR_BACKEND (onnx | onnx-int8 | pytorch)."""
 
 from __future__ import annotations
 
@@ -142,7 +142,8 @@ class ClipHar:
             raise InvalidArgument(
                 f"at most {self.limits.max_labels} labels of {self.limits.max_label_chars} characters"
             )
-        scores = self.predictor.classify(self._decode(images), labels)
+        _, emb = await self._infer(self._decode(images))  # image side through the batched worker
+        scores = self.predictor.zero_shot(emb, labels)
         results = [
             {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}
             for p, row in zip(images, scores, strict=True)

@@ -109,7 +109,10 @@ class Predictor:
 
     def classify(self, batch: np.ndarray, labels: Sequence[str]) -> np.ndarray:
         """Zero-shot scores [N, L] over free-text labels."""
+        return self.zero_shot(self.run(batch)[1], labels)
+
+    def zero_shot(self, embeddings: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        """Scores [N, L] of image embeddings against free-text labels (softmax over labels)."""
         if not labels:
             raise ValueError("at least one candidate label is required")
-        _, emb = self.run(batch)
-        return softmax(self.meta.logit_scale * emb @ self.text_embeddings(labels).T)
+        return softmax(self.meta.logit_scale * embeddings @ self.text_embeddings(labels).T)
