@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-seconds", type=float, default=120)
+    ap.add_argument("--log-overhead", action="store_true", help="also run fp32 with the prediction log off")
     args = ap.parse_args(argv)
     from clip_har.export.onnx_export import export_onnx
     from clip_har.export.verify import INT8_ONNX, quantize_int8
@@ -171,7 +172,12 @@ def main(argv: list[str] | None = None) -> dict:
             buf = io.BytesIO()
             render_scene("running", np.random.default_rng(i), 128).image.save(buf, format="JPEG")
             images.append(buf.getvalue())
-        env = {**os.environ, "BENTOML_HOME": str(work / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+        env = {
+            **os.environ,
+            "BENTOML_HOME": str(work / "bentoml"),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "CLIP_HAR_PREDICTION_LOG": str(work / "predictions"),
+        }
         code = (
             "from pathlib import Path; from deployments.bento_pack import save_to_store; "
             f"print(save_to_store(Path({str(onnx_dir)!r}), {{}}))"
@@ -187,7 +193,10 @@ def main(argv: list[str] | None = None) -> dict:
             "http_workers": int(os.environ.get("CLIP_HAR_HTTP_WORKERS", "1")),
             "cpus": os.cpu_count(),
         }
-        for backend in ("onnx", "onnx-int8"):
+        runs = [("onnx", "onnx", {}), ("onnx-int8", "onnx-int8", {})]
+        if args.log_overhead:
+            runs.append(("onnx-nolog", "onnx", {"CLIP_HAR_PREDICTION_LOG": "off"}))
+        for key, backend, extra in runs:
             port = free_port()
             proc = start(
                 [
@@ -201,13 +210,13 @@ def main(argv: list[str] | None = None) -> dict:
                     "--port",
                     str(port),
                 ],
-                {**env, "CLIP_HAR_MODEL": tag, "CLIP_HAR_BACKEND": backend},
+                {**env, "CLIP_HAR_MODEL": tag, "CLIP_HAR_BACKEND": backend, **extra},
                 ROOT / "deployments",
                 f"http://127.0.0.1:{port}/readyz",
-                work / f"bento-{backend}.log",
+                work / f"bento-{key}.log",
             )
             try:
-                result[backend] = load(
+                result[key] = load(
                     f"http://127.0.0.1:{port}/predict", images, args.requests, args.concurrency, args.max_seconds
                 )
             finally:
@@ -237,11 +246,14 @@ def main(argv: list[str] | None = None) -> dict:
     }
     result["bento_vs_naive_rps"] = round(result["bento_rps"] / max(result["naive_rps"], 1e-9), 2)
     result["bento_vs_raw_ort"] = round(result["bento_rps"] / max(result["raw_ort_ips"], 1e-9), 3)
+    if "onnx-nolog" in result:  # the prediction log's cost, as a share of throughput without it
+        nolog = result["onnx-nolog"]["rps"]
+        result["prediction_log_overhead"] = round(1 - result["bento_rps"] / max(nolog, 1e-9), 3)
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "serving.json" if args.model == "demo" else f"serving-{args.model}.json"
     (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'server':<16} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for key in ("onnx", "onnx-int8", "naive"):
+    for key in [k for k in ("onnx", "onnx-int8", "onnx-nolog", "naive") if k in result]:
         r = result[key]
         print(
             f"{'bento-' + key if key != 'naive' else 'naive':<16} "

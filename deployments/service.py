@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import re
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +17,7 @@ import numpy as np
 from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI
 
+from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.serving.limits import Limits
 
 MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
@@ -79,16 +81,26 @@ class ClipHar:
     model = bentoml.depends(HarModel)
 
     def __init__(self) -> None:
+        from clip_har.monitoring.predlog import PredictionLog
+        from clip_har.state import StateDir
+
         self.bento_model, self.predictor = _predictor()
         self.limits = Limits.from_env()
         self.classes = self.predictor.classes
+        log_root = os.environ.get("CLIP_HAR_PREDICTION_LOG") or str(StateDir.from_env().root / "predictions")
+        # "off" exists for measuring the log's cost (bench/serving.py --log-overhead)
+        self.log = PredictionLog(Path(log_root)) if log_root != "off" else NullLog()
 
-    def _decode(self, images: list[Path]) -> np.ndarray:
+    @bentoml.on_shutdown
+    def _flush_log(self) -> None:
+        self.log.close()  # graceful shutdown writes every queued prediction
+
+    def _decode(self, images: list[Path]) -> tuple[np.ndarray, list[dict[str, float]]]:
         if not images:
             raise InvalidArgument("field 'images' needs at least one file")
         if len(images) > self.limits.max_files:
             raise InvalidArgument(f"too many files: {len(images)} > {self.limits.max_files}")
-        arrays = []
+        arrays, stats = [], []
         for i, path in enumerate(images):
             size = Path(path).stat().st_size
             if size == 0:
@@ -96,10 +108,12 @@ class ClipHar:
             if size > self.limits.max_file_mb * 1e6:
                 raise InvalidArgument(f"file {i + 1} is {size} bytes, over {self.limits.max_file_mb} MB")
             try:
-                arrays.append(self.predictor.decode(Path(path).read_bytes()))
+                array, stat = self.predictor.decode_with_stats(Path(path).read_bytes())
             except ValueError as exc:
                 raise InvalidArgument(f"file {i + 1}: {exc}") from exc
-        return np.stack(arrays)
+            arrays.append(array)
+            stats.append(stat)
+        return np.stack(arrays), stats
 
     async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # BentoML's inter-service client can reuse a keep-alive connection the model service
@@ -120,14 +134,18 @@ class ClipHar:
         """Action label, score and top-k for each uploaded image."""
         if not 1 <= top_k <= len(self.classes):
             raise InvalidArgument(f"top_k must be in 1..{len(self.classes)}")
-        probs, _ = await self._infer(self._decode(images))
+        batch, stats = self._decode(images)
+        probs, emb = await self._infer(batch)
         results = []
-        for path, p in zip(images, probs, strict=True):
+        request_id = uuid.uuid4().hex
+        for path, p, e, st in zip(images, probs, emb, stats, strict=True):
             order = np.argsort(-p)[:top_k]
             top = [{"label": self.classes[i], "score": float(p[i])} for i in order]
             results.append(
                 {"filename": upload_name(path), "label": top[0]["label"], "score": top[0]["score"], "top_k": top}
             )
+            version = str(self.bento_model.tag)
+            self.log.append(PredictionRecord(request_id, version, top[0]["label"], top[0]["score"], e.tolist(), **st))
         return {"model_version": str(self.bento_model.tag), "results": results}
 
     @bentoml.api(route="/classify")
@@ -142,7 +160,7 @@ class ClipHar:
             raise InvalidArgument(
                 f"at most {self.limits.max_labels} labels of {self.limits.max_label_chars} characters"
             )
-        _, emb = await self._infer(self._decode(images))  # image side through the batched worker
+        _, emb = await self._infer(self._decode(images)[0])  # image side through the batched worker
         scores = self.predictor.zero_shot(emb, labels)
         results = [
             {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -69,6 +70,7 @@ def write_video(path: Path, frames: list[Image.Image], fps: int = 2) -> Path:
 def server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("serve")
     env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "BENTOML_DO_NOT_TRACK": "true", **LIMITS}
+    env["CLIP_HAR_PREDICTION_LOG"] = str(tmp / "predictions")
     torch.manual_seed(0)
     cfg = load_config("tiny")
     bundle, clf = build_model(cfg)
@@ -105,14 +107,27 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.5)
         else:
             raise RuntimeError("service did not become ready: " + (tmp / "serve.log").read_text()[-3000:])
+        SERVER["log"] = tmp / "predictions"
+        SERVER["stop"] = lambda: _stop(proc)
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        _stop(proc)
         log.close()
+
+
+SERVER: dict = {}
+PREDICTED = {"images": 0}  # images answered 200 by /predict: each must be in the prediction log
+_COUNT_LOCK = threading.Lock()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)  # graceful: BentoML runs on_shutdown hooks
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +136,11 @@ def jpgs(tiny_data_master: Path) -> list[bytes]:
 
 
 def _post(url: str, files: list, data: dict | None = None) -> httpx.Response:
-    return httpx.post(url, files=files, data=data or {}, timeout=60)
+    r = httpx.post(url, files=files, data=data or {}, timeout=60)
+    if url.endswith("/predict") and r.status_code == 200:
+        with _COUNT_LOCK:
+            PREDICTED["images"] += len(r.json()["results"])
+    return r
 
 
 def test_predict(server: str, jpgs: list[bytes]) -> None:
@@ -208,3 +227,15 @@ def test_bad_classify_and_video_inputs(server: str, jpgs: list[bytes]) -> None:
     r = httpx.post(f"{server}/predict_video", files=[("video", ("v.mp4", b"x" * 10))], data={"fps": "0"}, timeout=60)
     assert 400 <= r.status_code < 500
     assert json.loads(httpx.get(f"{server}/model", timeout=10).text)["labels"]
+
+
+def test_zz_graceful_stop_loses_no_logged_prediction(server: str) -> None:
+    """Runs last in this module: stops the server and reads its prediction log."""
+    from clip_har.monitoring.predlog import embeddings_matrix, read_log
+
+    assert PREDICTED["images"] >= 20
+    SERVER["stop"]()
+    df, skipped = read_log(SERVER["log"])
+    assert skipped == [] and len(df) == PREDICTED["images"]
+    assert embeddings_matrix(df).shape == (len(df), 64)
+    assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == {df["model_version"][0]}

@@ -69,6 +69,13 @@ class Predictor:
         """Bytes → preprocessed array; ValueError with a reason for anything unusable."""
         return to_array(load_image(data, self.max_pixels), self.preprocess)
 
+    def decode_with_stats(self, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
+        """Like decode, plus the raw image's statistics for the prediction log."""
+        from clip_har.monitoring.predlog import image_stats
+
+        im = load_image(data, self.max_pixels)
+        return to_array(im, self.preprocess), image_stats(im)
+
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[N,3,S,S] → (probabilities [N,C], embeddings [N,D])."""
         if self._torch is not None:
