@@ -221,10 +221,13 @@ def export_stage(cfg: PipelineConfig, trained: TrainResult, data: DataRef) -> Ex
     from clip_har.export.onnx_export import export_onnx
     from clip_har.export.tensorrt import unavailable_reason
     from clip_har.export.verify import verify_export
+    from clip_har.monitoring.reference import REFERENCE, save_reference
 
     run_dir = Path(trained.model_dir).parent
     onnx_meta = export_onnx(Path(trained.model_dir), run_dir / "onnx")
     record = verify_export(Path(trained.model_dir), run_dir / "onnx", Path(data.root), cfg.export.int8_min_agreement)
+    # The drift monitor's reference window travels with the exported model (and its Bento).
+    save_reference(Path(trained.model_dir), Path(data.root), run_dir / "onnx" / REFERENCE)
     reason = unavailable_reason() if cfg.export.tensorrt else "disabled by config (export.tensorrt=false)"
     if reason:
         record.tensorrt = {"built": False, "skipped": reason}

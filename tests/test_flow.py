@@ -42,8 +42,11 @@ def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_di
         "export_record.json",
         "onnx/image.onnx",
         "onnx/text.onnx",
+        "onnx/reference.parquet",
     ):
         assert (run_dir / name).is_file(), name
+    reference = pd.read_parquet(run_dir / "onnx/reference.parquet")
+    assert len(reference) == 30 and {"label", "embedding", "brightness", "contrast"} <= set(reference.columns)
     # lineage: data version → GX result → MLflow run/version → ONNX sha256 → Bento tag
     lineage = first["lineage"]
     assert lineage["data_version"] == "tiny-v1" and Path(lineage["gx_result"]).is_file()
