@@ -1,0 +1,42 @@
+"""Drift checks on controlled windows: same distribution → ok, shifted → drift, few → no verdict."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clip_har.monitoring.drift import DriftConfig, check_drift
+
+CLASSES = ["running", "texting", "sitting"]
+
+
+def window(n: int, seed: int, shift: float = 0.0, dark: float = 0.0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, 32))
+    emb[:, :4] += shift
+    return pd.DataFrame(
+        {
+            "label": rng.choice(CLASSES, n),
+            "embedding": list(emb / np.linalg.norm(emb, axis=1, keepdims=True)),
+            "brightness": rng.normal(130 - dark, 15, n),
+            "contrast": rng.normal(50, 8, n),
+        }
+    )
+
+
+def test_twenty_same_distribution_windows_raise_no_alarm() -> None:
+    ref = window(1500, 0)
+    results = [check_drift(ref, window(300, seed)) for seed in range(1, 21)]
+    assert [r.status for r in results] == ["ok"] * 20, [r.scores for r in results if r.is_drift]
+
+
+def test_shifted_window_is_drift_with_scores(tmp_path: Path) -> None:
+    r = check_drift(window(1500, 0), window(300, 9, shift=1.0, dark=80), html=tmp_path / "report.html")
+    assert r.status == "drift" and r.drifted["embedding"] and r.drifted["brightness"]
+    assert r.scores["embedding"] > 0.55 and Path(r.report_html).is_file()
+    assert (tmp_path / "report.json").is_file() and "YES" in r.to_markdown()
+
+
+def test_too_few_predictions_is_insufficient_data() -> None:
+    r = check_drift(window(500, 0), window(50, 1, shift=3.0), DriftConfig(min_rows=200))
+    assert r.status == "insufficient_data" and not r.is_drift and r.scores == {}
