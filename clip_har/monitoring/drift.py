@@ -71,8 +71,10 @@ def _value_drift(ref: pd.DataFrame, cur: pd.DataFrame, cfg: DriftConfig, html: P
 
     cols = ["label", *STAT_COLUMNS]
     dd = DataDefinition(categorical_columns=["label"], numerical_columns=list(STAT_COLUMNS))
-    metrics = [ValueDrift(column="label", threshold=cfg.prediction_threshold)]
-    metrics += [ValueDrift(column=c, threshold=cfg.stat_threshold) for c in STAT_COLUMNS]
+    # Fixed distance methods: Evidently's default switches to p-value tests below 1,000 rows,
+    # which would flip the meaning of the scores and thresholds with the window size.
+    metrics = [ValueDrift(column="label", method="jensenshannon", threshold=cfg.prediction_threshold)]
+    metrics += [ValueDrift(column=c, method="wasserstein", threshold=cfg.stat_threshold) for c in STAT_COLUMNS]
     snapshot = Report(metrics).run(
         current_data=Dataset.from_pandas(cur[cols].reset_index(drop=True), data_definition=dd),
         reference_data=Dataset.from_pandas(ref[cols].reset_index(drop=True), data_definition=dd),
