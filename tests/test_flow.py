@@ -119,3 +119,34 @@ def test_missing_data_dir_fails_the_flow(prefect_harness, state_dir: Path, tmp_p
     with pytest.raises(FileNotFoundError, match="nowhere"):
         training_pipeline(profile="tiny", overrides=overrides)
     assert _runs(StateDir.from_env()) == 0
+
+
+def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    from clip_har.monitoring.predlog import PredictionLog, PredictionRecord
+    from flows.drift_monitor import drift_monitor
+    from flows.training_pipeline import training_pipeline
+
+    training_pipeline(profile="tiny", overrides=[*FAST, "export.package=false"])
+    state = StateDir.from_env()
+    rng = np.random.default_rng(0)
+
+    def log_rows(n: int, shift: float) -> None:
+        log = PredictionLog(state.root / "predictions")
+        for i in range(n):
+            e = rng.standard_normal(64) + shift
+            log.append(PredictionRecord(f"r{i}", "v1", "running", 0.5, list(e / np.linalg.norm(e)), 20.0, 5.0, 64, 64))
+        log.close()
+
+    log_rows(50, 0.0)
+    first = drift_monitor()
+    assert first["status"] == "insufficient_data" and first["event_id"] is None
+    log_rows(300, 3.0)  # with the 50 above: the cursor did not move, so 350 are checked now
+    (state.root / "predictions" / "2026-01-01" / "00").mkdir(parents=True)
+    (state.root / "predictions" / "2026-01-01" / "00" / "part-1-x.parquet").write_bytes(b"corrupt")
+    second = drift_monitor()
+    assert second["status"] == "drift" and second["n_current"] == 350 and second["event_id"]
+    assert second["drifted"]["brightness"] and Path(second["report_html"]).is_file()
+    third = drift_monitor()  # nothing new since the last verdict
+    assert third["status"] == "insufficient_data" and third["n_current"] == 0
