@@ -18,6 +18,8 @@ data_app = typer.Typer(help="Datasets: synthesize, ingest, validate, list versio
 pipeline_app = typer.Typer(help="Run Prefect flows.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
+review_app = typer.Typer(help="The review queue of uncertain predictions (active learning).", no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 Profile = Annotated[str, typer.Option("--profile", "-p", help="Profile name (see `clip-har profiles`).")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.max_epochs=3.")]
@@ -220,6 +222,42 @@ def serve(
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", host, "--port", str(port)]
     os.chdir(deployments)
     os.execve(sys.executable, cmd, env)  # the server replaces this process: one PID to stop
+
+
+def _review():  # noqa: ANN202
+    from clip_har.monitoring.review import ReviewQueue
+
+    return ReviewQueue(_state().root / "review")
+
+
+@review_app.command("list")
+def review_list(labelled: bool = typer.Option(False, help="Show labelled items instead of pending ones")) -> None:
+    """Uncertain predictions waiting for a label (or already labelled)."""
+    items = _review().items("labelled" if labelled else "pending")
+    for i in items:
+        typer.echo(
+            f"{i.id}  predicted={i.predicted} score={i.score:.3f} entropy={i.entropy:.3f}"
+            + (f" label={i.label}" if i.label else "")
+        )
+    typer.echo(f"{len(items)} item(s)")
+
+
+@review_app.command("label")
+def review_label(item_id: str, label: str) -> None:
+    """Give a pending item its true label."""
+    classes = list(load_config("demo").data.classes)
+    try:
+        item = _review().label(item_id, label, classes)
+    except (KeyError, ValueError) as exc:
+        fail(str(exc).strip("'\""), 2)
+    typer.echo(f"{item.id} labelled {item.label} (was predicted {item.predicted})")
+
+
+@review_app.command("export")
+def review_export(dest: Path) -> None:
+    """Labelled items as an image folder (one sub-folder per class) for `clip-har data ingest`."""
+    n = _review().export(dest)
+    typer.echo(f"{n} labelled image(s) exported to {dest}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from bentoml.exceptions import InvalidArgument
 from fastapi import FastAPI
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
+from clip_har.monitoring.review import ReviewQueue
 from clip_har.serving.limits import Limits
 
 MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
@@ -90,6 +91,8 @@ class ClipHar:
         log_root = os.environ.get("CLIP_HAR_PREDICTION_LOG") or str(StateDir.from_env().root / "predictions")
         # "off" exists for measuring the log's cost (bench/serving.py --log-overhead)
         self.log = PredictionLog(Path(log_root)) if log_root != "off" else NullLog()
+        review_root = os.environ.get("CLIP_HAR_REVIEW_DIR") or str(StateDir.from_env().root / "review")
+        self.review = ReviewQueue(Path(review_root)) if review_root != "off" else None
 
     @bentoml.on_shutdown
     def _flush_log(self) -> None:
@@ -146,6 +149,8 @@ class ClipHar:
             )
             version = str(self.bento_model.tag)
             self.log.append(PredictionRecord(request_id, version, top[0]["label"], top[0]["score"], e.tolist(), **st))
+            if self.review is not None and self.review.is_uncertain(p):  # keep the image for labelling
+                self.review.offer(Path(path).read_bytes(), p, self.classes, version, Path(path).suffix or ".jpg")
         return {"model_version": str(self.bento_model.tag), "results": results}
 
     @bentoml.api(route="/classify")

@@ -71,6 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("serve")
     env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "BENTOML_DO_NOT_TRACK": "true", **LIMITS}
     env["CLIP_HAR_PREDICTION_LOG"] = str(tmp / "predictions")
+    env["CLIP_HAR_REVIEW_DIR"] = str(tmp / "review")
     torch.manual_seed(0)
     cfg = load_config("tiny")
     bundle, clf = build_model(cfg)
@@ -108,6 +109,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         else:
             raise RuntimeError("service did not become ready: " + (tmp / "serve.log").read_text()[-3000:])
         SERVER["log"] = tmp / "predictions"
+        SERVER["review"] = tmp / "review"
         SERVER["stop"] = lambda: _stop(proc)
         yield url
     finally:
@@ -239,3 +241,7 @@ def test_zz_graceful_stop_loses_no_logged_prediction(server: str) -> None:
     assert skipped == [] and len(df) == PREDICTED["images"]
     assert embeddings_matrix(df).shape == (len(df), 64)
     assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == {df["model_version"][0]}
+    # the untrained test model is uncertain about everything: each answered image awaits review
+    from clip_har.monitoring.review import ReviewQueue
+
+    assert len(ReviewQueue(SERVER["review"]).items()) == PREDICTED["images"]

@@ -1,0 +1,60 @@
+"""Review queue: uncertain predictions are kept, labelled, exported; the CLI drives it."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clip_har.classes import HAR_CLASSES
+from clip_har.monitoring.review import ReviewQueue, entropy
+from clip_har_cli.main import app
+
+CLASSES = list(HAR_CLASSES)
+
+
+def _probs(top: float) -> np.ndarray:
+    p = np.full(len(CLASSES), (1 - top) / (len(CLASSES) - 1))
+    p[3] = top
+    return p
+
+
+def test_only_uncertain_predictions_are_kept(tmp_path: Path) -> None:
+    q = ReviewQueue(tmp_path)
+    assert entropy(np.full(4, 0.25)) == pytest.approx(1.0) and entropy(np.array([1.0, 0, 0])) < 0.01
+    assert q.offer(b"img", _probs(0.98), CLASSES, "v1") is None
+    item_id = q.offer(b"img", _probs(0.3), CLASSES, "v1")
+    assert item_id and [i.id for i in q.items()] == [item_id] and q.items()[0].predicted == "dancing"
+
+
+def test_label_and_export(tmp_path: Path) -> None:
+    q = ReviewQueue(tmp_path / "q")
+    a = q.offer(b"aaa", _probs(0.2), CLASSES, "v1")
+    b = q.offer(b"bbb", _probs(0.2), CLASSES, "v1", suffix=".png")
+    with pytest.raises(ValueError, match="unknown label"):
+        q.label(a, "juggling", CLASSES)
+    q.label(a, "running", CLASSES)
+    with pytest.raises(KeyError):
+        q.label(a, "running", CLASSES)  # no longer pending
+    assert [i.id for i in q.items()] == [b] and q.items("labelled")[0].label == "running"
+    assert q.export(tmp_path / "out") == 1
+    assert (tmp_path / "out" / "running" / f"{a}.jpg").read_bytes() == b"aaa"
+
+
+def test_bounded_queue(tmp_path: Path) -> None:
+    q = ReviewQueue(tmp_path, max_pending=2)
+    ids = [q.offer(b"x", _probs(0.1), CLASSES, "v1") for _ in range(4)]
+    assert ids[2] is None and ids[3] is None and len(q.items()) == 2
+
+
+def test_review_cli(tmp_path: Path, state_dir: Path) -> None:
+    q = ReviewQueue(state_dir / "review")
+    item = q.offer(b"x", _probs(0.2), CLASSES, "v1")
+    runner = CliRunner()
+    r = runner.invoke(app, ["review", "list"])
+    assert r.exit_code == 0 and item in r.output and "1 item(s)" in r.output
+    assert runner.invoke(app, ["review", "label", item, "nope"]).exit_code == 2
+    assert runner.invoke(app, ["review", "label", "missing", "running"]).exit_code == 2
+    assert runner.invoke(app, ["review", "label", item, "texting"]).exit_code == 0
+    r = runner.invoke(app, ["review", "export", str(tmp_path / "out")])
+    assert r.exit_code == 0 and (tmp_path / "out" / "texting" / f"{item}.jpg").is_file()
