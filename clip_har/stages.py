@@ -84,6 +84,25 @@ def validate_stage(cfg: PipelineConfig, data: DataRef, out: Path) -> ValidationR
     return require_valid(report)
 
 
+def ingest_stage(cfg: PipelineConfig, state: StateDir, folder: Path, report_path: Path) -> tuple[DataRef, int]:
+    """Newly labelled images (e.g. the review queue's export) into the profile's dataset, gated."""
+    from clip_har.data.merge import merge_folder
+    from clip_har.data.validate import DataValidationError
+
+    d = cfg.data
+    root = dataset_dir(state.data_registry, d.name)
+    if not (root / "manifest.csv").is_file():
+        raise FileNotFoundError(f"dataset {d.name!r} does not exist yet: run the training pipeline first")
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        added, report = merge_folder(root, folder, d.classes, d.min_per_class, gate=(d.min_side, d.max_side))
+    except DataValidationError as exc:
+        exc.report.save(report_path)
+        raise
+    report.save(report_path)
+    return DataRef(d.name, str(root), "ingest"), added
+
+
 def version_stage(state: StateDir, data: DataRef) -> DataVersion:
     return commit_version(state.data_registry, data.name)
 

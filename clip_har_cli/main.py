@@ -112,6 +112,26 @@ def data_validate(root: Path, profile: Profile = "demo", overrides: Overrides = 
         raise typer.Exit(1)
 
 
+@data_app.command("add")
+def data_add(folder: Path, profile: Profile = "demo", overrides: Overrides = None) -> None:
+    """Add labelled images (one sub-folder per class) to the profile's dataset: the data-ingest
+    flow (data gate, new data version, clip-har.data.arrived)."""
+    if not folder.is_dir():
+        fail(f"no such folder: {folder}", 2)
+    try:
+        load_config(profile, overrides or [])
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    _state()
+    from flows.data_ingest import data_ingest
+
+    try:
+        result = data_ingest(folder=str(folder), profile=profile, overrides=list(overrides or []))
+    except Exception as exc:  # noqa: BLE001 - the flow logged the details (gate report included)
+        fail(f"data ingest failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
+    typer.echo(f"{result['added']} images added → data version {result['data_version']['tag']}")
+
+
 @data_app.command("versions")
 def data_versions(name: str = "demo") -> None:
     """List the data versions (registry tags) of a dataset."""

@@ -150,3 +150,33 @@ def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path) ->
     assert second["drifted"]["brightness"] and Path(second["report_html"]).is_file()
     third = drift_monitor()  # nothing new since the last verdict
     assert third["status"] == "insufficient_data" and third["n_current"] == 0
+
+
+def test_data_ingest_versions_good_batches_and_rejects_bad_ones(
+    prefect_harness, state_dir: Path, tmp_path: Path
+) -> None:
+    from clip_har.data.versioning import list_versions
+    from clip_har.synth.generate import SynthSpec, synthesize
+    from flows.data_ingest import data_ingest
+    from flows.training_pipeline import training_pipeline
+
+    with pytest.raises(FileNotFoundError, match="run the training pipeline first"):
+        data_ingest(folder=str(tmp_path), profile="tiny", overrides=FAST)
+    training_pipeline(profile="tiny", overrides=[*FAST, "export.enabled=false"])
+    state = StateDir.from_env()
+    new = synthesize(tmp_path / "new", SynthSpec(n=15, seed=77, size=48, style="night"))
+    labelled = tmp_path / "labelled"
+    for path, label in pd.read_csv(new / "manifest.csv")[["path", "label"]].itertuples(index=False):
+        (labelled / label).mkdir(parents=True, exist_ok=True)
+        (labelled / label / Path(path).name).write_bytes((new / path).read_bytes())
+    result = data_ingest(folder=str(labelled), profile="tiny", overrides=FAST)
+    assert result["added"] == 15 and result["data_version"]["tag"] == "tiny-v2" and result["event_id"]
+    manifest = pd.read_csv(state.data_registry / "datasets" / "tiny" / "manifest.csv")
+    assert len(manifest) == 165 and manifest["source"].str.startswith("ingest:").sum() == 15
+    bad = tmp_path / "bad"
+    (bad / "running").mkdir(parents=True)
+    (bad / "running" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    with pytest.raises(Exception, match="data gate FAILED"):
+        data_ingest(folder=str(bad), profile="tiny", overrides=FAST)
+    assert len(pd.read_csv(state.data_registry / "datasets" / "tiny" / "manifest.csv")) == 165  # untouched
+    assert list_versions(state.data_registry, "tiny") == ["tiny-v1", "tiny-v2"]

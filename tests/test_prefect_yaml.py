@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_deployments_point_at_flows_with_valid_parameters() -> None:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert {"training-pipeline", "drift-monitor", "batch-inference"} <= names
+    assert {"training-pipeline", "drift-monitor", "data-ingest", "batch-inference"} <= names
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))

@@ -1,0 +1,48 @@
+"""Add newly labelled images (an image folder, one sub-folder per class) to a data root.
+
+The merge happens in a staged copy that must pass the data gate before it replaces the
+dataset, so a bad batch never touches the current data.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from clip_har.data.manifest import IMAGE_SUFFIXES, describe_files, read_manifest, staged_dir, write_manifest
+from clip_har.data.validate import ValidationReport, require_valid, validate_data
+
+
+def merge_folder(
+    root: Path,
+    folder: Path,
+    classes: Sequence[str],
+    min_per_class: int,
+    split: str = "train",
+    gate: tuple[int, int] = (16, 8192),
+) -> tuple[int, ValidationReport]:
+    """Copy `folder/<label>/*` into `root` as `split` rows; returns (rows added, gate report).
+    Raises DataValidationError (root untouched) if the merged dataset fails the gate."""
+    root, folder = Path(root), Path(folder)
+    files = sorted(f for f in folder.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder} has no images in class sub-folders")
+    report: ValidationReport | None = None
+    with staged_dir(root) as tmp:
+        shutil.copytree(root, tmp, dirs_exist_ok=True)
+        rows = []
+        for f in files:
+            rel = Path("images") / f.parent.name / f"ingest-{f.stem}{f.suffix.lower()}"
+            if (tmp / rel).exists():
+                raise ValueError(f"{f.name} was already ingested as {rel}")
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, tmp / rel)
+            rows.append({"path": rel.as_posix(), "label": f.parent.name, "caption": "", "source": f"ingest:{f}"})
+        added = describe_files(tmp, rows)
+        added["split"] = split
+        write_manifest(pd.concat([read_manifest(tmp), added], ignore_index=True), tmp)
+        report = require_valid(validate_data(tmp, classes, min_per_class, *gate))
+    return len(files), report
