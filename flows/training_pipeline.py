@@ -5,23 +5,31 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.states import Cancelled
 
 from clip_har.stages import summary
 from clip_har.state import StateDir
 from tasks.config import resolve_config, start_run
 from tasks.data import prepare_data, validate_data, version_data
 from tasks.export import export_model, package, record_lineage
+from tasks.guard import recent_training
 from tasks.model import base_weights, evaluate, train
 from tasks.registry import gate, register
 
 
 @flow(name="training-pipeline", log_prints=True)
-def training_pipeline(profile: str = "demo", overrides: list[str] | None = None, reason: str = "manual") -> dict:
+def training_pipeline(
+    profile: str = "demo", overrides: list[str] | None = None, reason: str = "manual", min_interval_s: float = 1800
+):  # noqa: ANN201 - a summary dict, or a Cancelled state when de-duplicated
     """Train a challenger on the profile's data and promote it only if the gate passes.
 
     `overrides` are dotted `key=value` strings (e.g. `train.max_epochs=3`); `reason` records why
-    the run started (manual, schedule, drift alert, new data).
+    the run started (manual, schedule, "drift alert: …", "new data: …"). Event-triggered runs
+    stand down when another training run is active or started within `min_interval_s`.
     """
+    other = recent_training(reason, min_interval_s)
+    if other:
+        return Cancelled(message=f"de-duplicated: training run {other} is recent or running")
     state = StateDir.from_env()
     cfg = resolve_config(profile, overrides or [])
     run_dir = start_run(state)

@@ -180,3 +180,19 @@ def test_data_ingest_versions_good_batches_and_rejects_bad_ones(
         data_ingest(folder=str(bad), profile="tiny", overrides=FAST)
     assert len(pd.read_csv(state.data_registry / "datasets" / "tiny" / "manifest.csv")) == 165  # untouched
     assert list_versions(state.data_registry, "tiny") == ["tiny-v1", "tiny-v2"]
+
+
+def test_event_triggered_training_is_deduplicated(prefect_harness, state_dir: Path) -> None:
+    from flows.training_pipeline import training_pipeline
+
+    # min_interval_s=0: this module's other tests ran training flows in the same harness
+    first = training_pipeline(
+        profile="tiny", overrides=[*FAST, "export.enabled=false"], reason="drift alert: x", min_interval_s=0
+    )
+    assert first["registration"]["version"] == "1"
+    state = training_pipeline(
+        profile="tiny", overrides=FAST, reason="drift alert: y", min_interval_s=3600, return_state=True
+    )
+    assert state.is_cancelled() and "de-duplicated" in state.message
+    manual = training_pipeline(profile="tiny", overrides=[*FAST, "export.enabled=false"], reason="manual")
+    assert manual["registration"]["version"] == "2"  # people are never de-duplicated
