@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: install demo test serve bench lint format status clean-state
+.PHONY: install demo test serve up down bench lint format status clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ test: install
 # The current champion on 127.0.0.1:$CLIP_HAR_PORT (default 3000).
 serve: install
 	$(BIN)/clip-har serve
+
+# The local stack: Prefect server + worker (all deployments), MLflow UI, the champion's service.
+up: install
+	$(BIN)/clip-har up
+
+down: install
+	$(BIN)/clip-har down
 
 # Benchmarks: JSON under bench/results/ plus a printed table (the serving one needs a champion).
 bench: install

@@ -244,6 +244,31 @@ def serve(
     os.execve(sys.executable, cmd, env)  # the server replaces this process: one PID to stop
 
 
+@app.command()
+def up() -> None:
+    """Start the local stack on 127.0.0.1 (Prefect server + worker, MLflow UI, the champion's service)."""
+    from clip_har_cli.stack import up as stack_up
+
+    try:
+        urls = stack_up(typer.echo)
+    except RuntimeError as exc:
+        fail(str(exc))
+    for name, url in urls.items():
+        typer.echo(f"{name:8} {url}")
+    typer.echo(
+        f"logs and PIDs: {_state().root / 'stack'}; CLI against the server: source {_state().root / 'stack' / 'env'}"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop the local stack (service and worker before the server)."""
+    from clip_har_cli.stack import down as stack_down
+
+    if not stack_down(typer.echo):
+        typer.echo("nothing running")
+
+
 def _review():  # noqa: ANN202
     from clip_har.monitoring.review import ReviewQueue
 
