@@ -35,4 +35,13 @@ def register(
     gx_result: str,
     exported: stages.ExportSummary | None = None,
 ) -> Registration:
-    return stages.register_stage(cfg, state, trained, decision, version, gx_result, exported)
+    reg = stages.register_stage(cfg, state, trained, decision, version, gx_result, exported)
+    if reg.promoted:  # what the serving side listens for to switch to the new champion
+        from prefect.events import emit_event
+
+        emit_event(
+            event="clip-har.model.promoted",
+            resource={"prefect.resource.id": f"clip-har.model.{reg.version}"},
+            payload={"model_name": reg.model_name, "version": reg.version, "run_id": trained.run_id},
+        )
+    return reg
