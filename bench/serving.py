@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
+from clip_har_cli.stack import wait_http  # noqa: E402 - after the path set-up above
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,16 +39,8 @@ def start(cmd: list[str], env: dict, cwd: Path, url: str, log: Path) -> subproce
     proc = subprocess.Popen(
         cmd, env=env, cwd=cwd, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
+    if wait_http(url, 180, alive=lambda: proc.poll() is None):
+        return proc
     stop(proc)
     raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
 

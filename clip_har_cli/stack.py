@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -55,7 +56,8 @@ def _start(state: StateDir, name: str, cmd: list[str], env: dict[str, str]) -> i
     return proc.pid
 
 
-def _wait(url: str, seconds: float = 90) -> bool:
+def wait_http(url: str, seconds: float = 90, alive: Callable[[], bool] | None = None) -> bool:
+    """Poll `url` until it answers below 500, the deadline passes, or `alive()` turns False."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
@@ -63,6 +65,8 @@ def _wait(url: str, seconds: float = 90) -> bool:
                 return True
         except httpx.HTTPError:
             pass
+        if alive is not None and not alive():
+            return False
         time.sleep(0.5)
     return False
 
@@ -80,7 +84,7 @@ def up(echo=print) -> dict[str, str]:  # noqa: ANN001
         [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(p["prefect"])],
         dict(os.environ),
     )
-    if not _wait(f"{api}/health"):
+    if not wait_http(f"{api}/health"):
         raise RuntimeError(f"Prefect server did not start; see {state.root / 'stack' / 'prefect.log'}")
     subprocess.run(
         [py, "-m", "prefect", "work-pool", "create", "clip-har-process", "--type", "process"],
