@@ -72,9 +72,8 @@ def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, li
         c.set_model_version_tag(name, version, "status", CHAMPION)
         if decision.champion_version:
             c.set_model_version_tag(name, decision.champion_version, "status", "superseded")
-    return Registration(
-        name, version, decision.promote, champion_version(c, name), tags["status"] if not decision.promote else CHAMPION
-    )
+    status = CHAMPION if decision.promote else tags["status"]
+    return Registration(name, version, decision.promote, champion_version(c, name), status)
 
 
 def champion_status(c: MlflowClient, name: str) -> dict | None:

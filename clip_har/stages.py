@@ -25,7 +25,7 @@ from clip_har.gate import GateDecision, decide
 from clip_har.registry import LINEAGE_ARTIFACT, REPORT_ARTIFACT, Registration, champion_report, register
 from clip_har.state import StateDir
 from clip_har.synth.generate import SynthSpec, synthesize
-from clip_har.tracking import client, ensure_experiment, git_sha
+from clip_har.tracking import client, ensure_experiment, git_sha, leaves
 from clip_har.train.trainer import TrainResult
 
 
@@ -167,17 +167,7 @@ def train_stage(
 def _overrides_of(cfg: PipelineConfig) -> dict[str, str]:
     """The full config as dotted overrides, so the child process rebuilds exactly this config."""
     tree = cfg.model_dump(mode="json", exclude={"profile"})
-    return {k: json.dumps(v) for k, v in _leaves(tree).items()}  # JSON is valid YAML for the parser
-
-
-def _leaves(tree: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    return {k: json.dumps(v) for k, v in leaves(tree).items()}  # JSON is valid YAML for the parser
 
 
 def evaluate_stage(

@@ -32,13 +32,18 @@ def git_sha(cwd: Path | None = None) -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, str]:
-    """Nested config → flat `a.b` keys with string values (MLflow params)."""
-    out: dict[str, str] = {}
+def leaves(d: dict, prefix: str = "") -> dict[str, object]:
+    """Nested config → flat `a.b` keys with their leaf values."""
+    out: dict[str, object] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(flatten(v, f"{key}."))
+            out.update(leaves(v, f"{key}."))
         else:
-            out[key] = str(v)[:500]
+            out[key] = v
     return out
+
+
+def flatten(d: dict) -> dict[str, str]:
+    """Flat `a.b` keys with string values (MLflow params are strings of bounded length)."""
+    return {k: str(v)[:500] for k, v in leaves(d).items()}

@@ -140,18 +140,17 @@ class ClipHar:
         batch, stats = self._decode(images)
         probs, emb = await self._infer(batch)
         results = []
-        request_id = uuid.uuid4().hex
+        request_id, version = uuid.uuid4().hex, str(self.bento_model.tag)
         for path, p, e, st in zip(images, probs, emb, stats, strict=True):
             order = np.argsort(-p)[:top_k]
             top = [{"label": self.classes[i], "score": float(p[i])} for i in order]
             results.append(
                 {"filename": upload_name(path), "label": top[0]["label"], "score": top[0]["score"], "top_k": top}
             )
-            version = str(self.bento_model.tag)
             self.log.append(PredictionRecord(request_id, version, top[0]["label"], top[0]["score"], e.tolist(), **st))
             if self.review is not None and self.review.is_uncertain(p):  # keep the image for labelling
                 self.review.offer(Path(path).read_bytes(), p, self.classes, version, Path(path).suffix or ".jpg")
-        return {"model_version": str(self.bento_model.tag), "results": results}
+        return {"model_version": version, "results": results}
 
     @bentoml.api(route="/classify")
     async def classify(self, images: list[Path], labels: list[str] | str) -> dict:

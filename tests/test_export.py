@@ -14,7 +14,7 @@ from clip_har.config import load_config
 from clip_har.export.onnx_export import IMAGE_ONNX, TEXT_ONNX, OnnxMeta, export_onnx
 from clip_har.export.tensorrt import EngineStamp, check_stamp, unavailable_reason
 from clip_har.export.verify import INT8_ONNX, held_out_batch, parity, verify_export
-from clip_har.models.artifact import ModelMeta, save_model
+from clip_har.models.artifact import ModelMeta, load_model, save_model
 from clip_har.models.factory import build_model
 from clip_har.preprocess import PreprocessConfig
 from clip_har.serving.predictor import Predictor
@@ -48,7 +48,7 @@ def test_parity_on_held_out_images_with_dynamic_batch(
     tiny_model: Path, tiny_onnx: Path, tiny_data_master: Path
 ) -> None:
     images = held_out_batch(tiny_model, tiny_data_master, n=7)  # an odd batch: the axis is dynamic
-    p = parity(tiny_model, tiny_onnx / IMAGE_ONNX, images)
+    p = parity(load_model(tiny_model)[0].eval(), tiny_onnx / IMAGE_ONNX, images)
     assert p.n == 7 and p.max_abs_logit_diff < 1e-3 and p.top1_agreement == 1.0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_har.data.manifest import COLUMNS, read_manifest, sha256_file
+from clip_har.data.manifest import read_manifest, sha256_file
 from clip_har.preprocess import load_image
 
 SUITE_PATH = Path(__file__).resolve().parents[2] / "expectations" / "manifest.json"
@@ -178,4 +178,4 @@ def require_valid(report: ValidationReport) -> ValidationReport:
     return report
 
 
-__all__ = ["COLUMNS", "DataValidationError", "ValidationReport", "require_valid", "validate_data"]
+__all__ = ["DataValidationError", "ValidationReport", "require_valid", "validate_data"]

@@ -13,7 +13,7 @@ import torch
 
 from clip_har.data.manifest import read_manifest
 from clip_har.export.onnx_export import IMAGE_ONNX
-from clip_har.models.artifact import load_model
+from clip_har.models.artifact import load_model, read_meta
 from clip_har.preprocess import preprocess
 
 INT8_ONNX = "image.int8.onnx"
@@ -74,8 +74,7 @@ def ort_session(path: Path, threads: int = 0):  # noqa: ANN201 - onnxruntime.Inf
 
 def held_out_batch(model_dir: Path, data_root: Path, split: str = "test", n: int = 64) -> np.ndarray:
     """Up to `n` preprocessed images of a split, with the model's own preprocessing."""
-    meta = load_model(model_dir)[2]
-    pre = meta.preprocess_config()
+    pre = read_meta(model_dir).preprocess_config()  # metadata only: no weights to load
     df = read_manifest(data_root)
     paths = df.loc[df["split"] == split, "path"].tolist()[:n]
     if not paths:
@@ -83,8 +82,8 @@ def held_out_batch(model_dir: Path, data_root: Path, split: str = "test", n: int
     return np.stack([preprocess(Path(data_root) / p, pre) for p in paths])
 
 
-def parity(model_dir: Path, onnx_path: Path, images: np.ndarray) -> Parity:
-    model = load_model(model_dir)[0]
+def parity(model: torch.nn.Module, onnx_path: Path, images: np.ndarray) -> Parity:
+    """ONNX vs the (already loaded) PyTorch classifier on the same images."""
     with torch.no_grad():
         ref = model(torch.from_numpy(images)).numpy()
     got = ort_session(onnx_path).run(["logits"], {"pixel_values": images})[0]
@@ -122,8 +121,7 @@ def onnx_latency(path: Path, image: np.ndarray, backend: str, runs: int = 50, wa
     return Latency(backend, len(x), round(p50, 3), round(p95, 3))
 
 
-def torch_latency(model_dir: Path, image: np.ndarray, runs: int = 50, warmup: int = 5) -> Latency:
-    model = load_model(model_dir)[0]
+def torch_latency(model: torch.nn.Module, image: np.ndarray, runs: int = 50, warmup: int = 5) -> Latency:
     x = torch.from_numpy(image[None] if image.ndim == 3 else image)
 
     def run() -> None:
@@ -137,8 +135,9 @@ def torch_latency(model_dir: Path, image: np.ndarray, runs: int = 50, warmup: in
 def verify_export(model_dir: Path, onnx_dir: Path, data_root: Path, min_int8_agreement: float = 0.99) -> ExportRecord:
     """Parity, latency for PyTorch / ORT fp32 / ORT int8, and whether int8 ships."""
     images = held_out_batch(model_dir, data_root)
+    model = load_model(model_dir)[0].eval()
     fp32 = Path(onnx_dir) / IMAGE_ONNX
-    record = ExportRecord(parity(model_dir, fp32, images), [torch_latency(model_dir, images[0])])
+    record = ExportRecord(parity(model, fp32, images), [torch_latency(model, images[0])])
     record.latency.append(onnx_latency(fp32, images[0], "onnx"))
     int8 = quantize_int8(fp32, Path(onnx_dir) / INT8_ONNX)
     agree = agreement(fp32, int8, images)

@@ -73,7 +73,6 @@ def train(
     base_weights: Path | None = None,
     data_version: str = "unversioned",
     resume: Path | None = None,
-    run_id: str | None = None,
 ) -> TrainResult | None:
     """Train and write `out_dir/model`; returns None on non-zero ranks."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -84,12 +83,12 @@ def train(
         data_root, cfg.data.classes, pre, cfg.train.batch_size, cfg.train.num_workers, cfg.train.cache_images
     )
     t = cfg.train
+    sha = git_sha()
     module = HARModule(model, len(cfg.data.classes), t.lr, t.head_lr, t.weight_decay, t.label_smoothing)
     logger = MLFlowLogger(
         experiment_name=cfg.registry.experiment,
         tracking_uri=tracking_uri,
-        run_id=run_id,
-        tags={"data_version": data_version, "git_sha": git_sha(), "profile": cfg.profile},
+        tags={"data_version": data_version, "git_sha": sha, "profile": cfg.profile},
     )
     ckpt_dir = Path(out_dir) / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True)
@@ -122,7 +121,7 @@ def train(
         phrases=phrases_for(cfg),
         templates=list(cfg.model.templates),
         preprocess=pre.to_dict(),
-        lineage={"data_version": data_version, "mlflow_run_id": logger.run_id or "", "git_sha": git_sha()},
+        lineage={"data_version": data_version, "mlflow_run_id": logger.run_id or "", "git_sha": sha},
     )
     model_dir = save_model(model, bundle, meta, Path(out_dir) / "model")
     score = checkpoint.best_model_score
