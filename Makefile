@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: install demo test serve up down bench lint format status clean-state
+.PHONY: install demo test serve up down loop-demo bench lint format status clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ up: install
 
 down: install
 	$(BIN)/clip-har down
+
+# The closed loop on the stack (started if needed; trains a first champion if there is none):
+# normal → night traffic → drift + labelled data → retraining → gate → promotion → live switch.
+loop-demo: install
+	$(BIN)/clip-har loop-demo
 
 # Benchmarks: JSON under bench/results/ plus a printed table (the serving one needs a champion).
 bench: install

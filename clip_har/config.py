@@ -5,6 +5,7 @@ readable line, never silently ignored.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from clip_har.classes import DEFAULT_TEMPLATES, HAR_CLASSES, phrase_for
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILE_ENV = "CLIP_HAR_PROFILE"
 
 
 class ConfigError(ValueError):
@@ -142,11 +144,29 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def load_config(profile: str = "demo", overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """Profile YAML + `key=value` overrides → a validated config (ConfigError otherwise)."""
+def default_profile() -> str:
+    """CLIP_HAR_PROFILE, else `demo`: what scheduled and event-triggered runs use."""
+    return os.environ.get(PROFILE_ENV) or "demo"
+
+
+def profile_path(profile: str) -> Path:
+    """A built-in profile name, or the path of a YAML file in the same format (your own data)."""
+    if profile.endswith((".yaml", ".yml")):
+        path = Path(profile)
+        if not path.is_file():
+            raise ConfigError(f"profile file {profile} does not exist")
+        return path
     path = PROFILE_DIR / f"{profile}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown profile {profile!r}; available: {', '.join(available_profiles())}")
+    return path
+
+
+def load_config(profile: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Profile (name or YAML path; default `default_profile()`) + `key=value` overrides →
+    a validated config (ConfigError otherwise)."""
+    profile = profile or default_profile()
+    path = profile_path(profile)
     tree = yaml.safe_load(path.read_text()) or {}
     for text in overrides:
         key, value = parse_override(text)

@@ -101,17 +101,28 @@ def champion_status(c: MlflowClient, name: str) -> dict | None:
     }
 
 
-def champion_onnx(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:
-    """The champion's version and its exported ONNX directory (downloaded once into `dest`)."""
+def _champion_artifact(c: MlflowClient, name: str, dest: Path, artifact: str, marker: str) -> tuple[str, Path]:
     version = champion_version(c, name)
     if version is None:
         raise LookupError(f"no champion for model {name!r}: run the training pipeline first")
     target = Path(dest) / f"{name}-v{version}"
-    if not (target / "onnx" / "onnx_meta.json").is_file():
+    if not (target / artifact / marker).is_file():
         run_id = c.get_model_version(name, version).run_id
         target.mkdir(parents=True, exist_ok=True)
         try:
-            c.download_artifacts(run_id, "onnx", str(target))
+            c.download_artifacts(run_id, artifact, str(target))
         except MlflowException as exc:
-            raise LookupError(f"champion v{version} has no exported ONNX model (run {run_id})") from exc
-    return version, target / "onnx"
+            raise LookupError(f"champion v{version} has no {artifact!r} artifact (run {run_id})") from exc
+    return version, target / artifact
+
+
+def champion_onnx(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:
+    """The champion's version and its exported ONNX directory (downloaded once into `dest`)."""
+    return _champion_artifact(c, name, dest, "onnx", "onnx_meta.json")
+
+
+def champion_model_dir(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:
+    """The champion's version and its PyTorch model artifact (downloaded once into `dest`)."""
+    from clip_har.models.artifact import META
+
+    return _champion_artifact(c, name, dest, "model", META)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from clip_har.data.validate import ValidationReport, require_valid, validate_dat
 from clip_har.data.versioning import DataVersion, commit_version, dataset_dir, init_registry
 from clip_har.evaluate import EvalReport, compute_metrics, confusion_png, markdown_summary, predict_split
 from clip_har.gate import GateDecision, decide
-from clip_har.registry import LINEAGE_ARTIFACT, REPORT_ARTIFACT, Registration, champion_report, register
+from clip_har.registry import (
+    LINEAGE_ARTIFACT,
+    REPORT_ARTIFACT,
+    Registration,
+    champion_model_dir,
+    champion_report,
+    register,
+)
 from clip_har.state import StateDir
 from clip_har.synth.generate import SynthSpec, synthesize
 from clip_har.tracking import client, ensure_experiment, git_sha, leaves
@@ -44,9 +52,13 @@ class EvalSummary:
     markdown: str
     accuracy: float
     macro_f1: float
+    champion: str | None = None  # the champion's report on this same test split, when comparable
 
 
-def _synth_spec(cfg: PipelineConfig, n: int | None = None, seed: int | None = None) -> SynthSpec:
+def synth_spec(
+    cfg: PipelineConfig, n: int | None = None, seed: int | None = None, style: str | None = None
+) -> SynthSpec:
+    """The profile's synthetic world, optionally another sample of it (n, seed) or another style."""
     s = cfg.data.synth
     return SynthSpec(
         n=n or s.n,
@@ -54,7 +66,7 @@ def _synth_spec(cfg: PipelineConfig, n: int | None = None, seed: int | None = No
         size=s.size,
         classes=tuple(cfg.data.classes),
         priors=tuple(s.priors),
-        style=s.style,
+        style=style or s.style,
         splits=tuple(cfg.data.splits),  # type: ignore[arg-type]
     )
 
@@ -65,7 +77,7 @@ def prepare_data(cfg: PipelineConfig, state: StateDir) -> DataRef:
     dest = dataset_dir(state.data_registry, cfg.data.name)
     d = cfg.data
     if d.source == "synth":
-        synthesize(dest, _synth_spec(cfg))
+        synthesize(dest, synth_spec(cfg))
     elif not d.path:
         raise ValueError(f"data.source={d.source} needs data.path")
     elif d.source == "folder":
@@ -95,7 +107,9 @@ def ingest_stage(cfg: PipelineConfig, state: StateDir, folder: Path, report_path
         raise FileNotFoundError(f"dataset {d.name!r} does not exist yet: run the training pipeline first")
     report_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        added, report = merge_folder(root, folder, d.classes, d.min_per_class, gate=(d.min_side, d.max_side))
+        added, report = merge_folder(
+            root, folder, d.classes, d.min_per_class, d.splits, d.split_seed, gate=(d.min_side, d.max_side)
+        )
     except DataValidationError as exc:
         exc.report.save(report_path)
         raise
@@ -118,7 +132,7 @@ def base_weights(cfg: PipelineConfig, state: StateDir) -> str | None:
     from clip_har.models.pretrain import PretrainSpec, pretrain
 
     p = cfg.pretrain
-    spec = _synth_spec(cfg, n=p.n, seed=p.seed)
+    spec = synth_spec(cfg, n=p.n, seed=p.seed)
     key_src = json.dumps([cfg.model.preset, p.model_dump(), spec.as_json()], sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:12]
     out = state.cache / "base" / f"{cfg.model.preset}-{key}.pt"
@@ -186,6 +200,7 @@ def evaluate_stage(
     zero_shot = compute_metrics(zs_probs, zs_labels, meta.classes)
     out = Path(trained.model_dir).parent / "eval"
     out.mkdir(exist_ok=True)
+    champion = champion_on_split(cfg, state, Path(data.root), meta.classes)
     md = markdown_summary(report, zero_shot)
     (out / "summary.md").write_text(md)
     png = confusion_png(report, meta.classes, out / "confusion.png")
@@ -196,9 +211,31 @@ def evaluate_stage(
         md,
         report.accuracy,
         report.macro_f1,
+        str(champion.save(out / "champion.json")) if champion else None,
     )
     _log_eval(state, trained.run_id, report, zero_shot, out)
+    if champion is not None:
+        client(state.mlflow_uri).log_metric(trained.run_id, "champion_test_macro_f1", champion.macro_f1)
     return summary
+
+
+def champion_on_split(cfg: PipelineConfig, state: StateDir, root: Path, classes: Sequence[str]) -> EvalReport | None:
+    """The current champion re-scored on this run's test split. The test split grows with
+    ingested data (new conditions such as night photos), so the champion's stored score from its
+    own run would compare the challenger against an easier exam. None: no comparable champion."""
+    from clip_har.models.artifact import load_model
+
+    if not state.mlflow_db.is_file():
+        return None
+    try:
+        _, model_dir = champion_model_dir(client(state.mlflow_uri), cfg.registry.model_name, state.cache / "champion")
+    except LookupError:
+        return None
+    model, _, meta = load_model(model_dir)
+    if list(meta.classes) != list(classes):
+        return None  # a different label set: the gate falls back to the stored report
+    probs, labels = predict_split(model, root, "test", meta.classes, meta.preprocess_config())
+    return compute_metrics(probs, labels, meta.classes)
 
 
 def _log_eval(state: StateDir, run_id: str, report: EvalReport, zero_shot: EvalReport, out: Path) -> None:
@@ -258,6 +295,8 @@ def gate_stage(
     from clip_har.export.verify import ExportRecord
 
     version, champion = champion_report(client(state.mlflow_uri), cfg.registry.model_name)
+    if ev.champion:  # same exam as the challenger
+        champion = EvalReport.load(Path(ev.champion))
     record = ExportRecord.load(Path(export.record)) if export else None
     return decide(
         EvalReport.load(Path(ev.report)),

@@ -21,7 +21,12 @@ app.add_typer(pipeline_app, name="pipeline")
 review_app = typer.Typer(help="The review queue of uncertain predictions (active learning).", no_args_is_help=True)
 app.add_typer(review_app, name="review")
 
-Profile = Annotated[str, typer.Option("--profile", "-p", help="Profile name (see `clip-har profiles`).")]
+Profile = Annotated[
+    str,
+    typer.Option(
+        "--profile", "-p", envvar="CLIP_HAR_PROFILE", help="Profile name (see `clip-har profiles`) or a YAML file."
+    ),
+]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.max_epochs=3.")]
 
 
@@ -227,7 +232,7 @@ def serve(
     from clip_har.tracking import client
 
     state = _state()
-    name = load_config("demo").registry.model_name
+    name = load_config().registry.model_name
     c = client(state.mlflow_uri)
     version = champion_version(c, name) if state.mlflow_db.is_file() else None
     if version is None:
@@ -269,6 +274,25 @@ def down() -> None:
         typer.echo("nothing running")
 
 
+@app.command("loop-demo")
+def loop_demo(
+    n: Annotated[int, typer.Option(help="Images per traffic phase (at least 200: a drift check's minimum)")] = 300,
+    timeout: Annotated[float, typer.Option(help="Seconds for the automated part (training included)")] = 1800,
+) -> None:
+    """The closed loop end to end on the local stack: normal traffic → night traffic → drift and
+    new labelled data → automated retraining → gate → promotion → the service switches."""
+    from clip_har_cli.loop import LoopError, LoopSettings, run_loop
+
+    if n < 200:
+        fail("--n must be at least 200 (fewer predictions get an 'insufficient data' verdict)", 2)
+    try:
+        result = run_loop(LoopSettings(n_normal=n, n_night=n, timeout_s=timeout), typer.echo)
+    except LoopError as exc:
+        fail(str(exc))
+    acc, before, after = result["night_accuracy"], result["model_before"], result["model_after"]
+    typer.echo(f"night-style accuracy: {acc['before']} with {before}, {acc['after']} with {after}")
+
+
 def _review():  # noqa: ANN202
     from clip_har.monitoring.review import ReviewQueue
 
@@ -290,7 +314,7 @@ def review_list(labelled: bool = typer.Option(False, help="Show labelled items i
 @review_app.command("label")
 def review_label(item_id: str, label: str) -> None:
     """Give a pending item its true label."""
-    classes = list(load_config("demo").data.classes)
+    classes = list(load_config().data.classes)
     try:
         item = _review().label(item_id, label, classes)
     except (KeyError, ValueError) as exc:
@@ -299,9 +323,12 @@ def review_label(item_id: str, label: str) -> None:
 
 
 @review_app.command("export")
-def review_export(dest: Path) -> None:
-    """Labelled items as an image folder (one sub-folder per class) for `clip-har data ingest`."""
-    n = _review().export(dest)
+def review_export(
+    dest: Path, again: bool = typer.Option(False, "--again", help="Include items exported before")
+) -> None:
+    """Labelled items not exported before, as an image folder (one sub-folder per class) for
+    `clip-har data add`."""
+    n = _review().export(dest, again)
     typer.echo(f"{n} labelled image(s) exported to {dest}")
 
 
@@ -312,7 +339,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     from clip_har.tracking import client
 
     state = _state()
-    name = load_config("demo").registry.model_name
+    name = load_config().registry.model_name
     info = champion_status(client(state.mlflow_uri), name) if state.mlflow_db.is_file() else None
     if as_json:
         typer.echo(json.dumps(info or {"champion": None, "state_dir": str(state.root)}, indent=2, default=str))

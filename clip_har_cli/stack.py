@@ -76,7 +76,8 @@ def up(echo=print) -> dict[str, str]:  # noqa: ANN001
     state.apply_env()
     p = ports()
     api = f"http://127.0.0.1:{p['prefect']}/api"
-    env = {**os.environ, "PREFECT_API_URL": api}
+    # the worker's flows reach the service (service-reload) and the server through these
+    env = {**os.environ, "PREFECT_API_URL": api, "CLIP_HAR_SERVICE_URL": f"http://127.0.0.1:{p['service']}"}
     py = sys.executable
     _start(
         state,

@@ -9,45 +9,81 @@ import json
 import os
 import re
 import uuid
+from http import HTTPStatus
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument
 from fastapi import FastAPI
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.monitoring.review import ReviewQueue
 from clip_har.serving.limits import Limits
 
+if TYPE_CHECKING:
+    from clip_har.serving.hotswap import Loaded
+
 MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
 # CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a
 # full batch under load or callers get 503s (max_latency_ms is a hard deadline).
 MAX_LATENCY_MS = int(os.environ.get("CLIP_HAR_MAX_LATENCY_MS", "10000"))
 INFER_TIMEOUT_S = float(os.environ.get("CLIP_HAR_INFER_TIMEOUT_S", "30"))
+# When set, POST /admin/reload needs the header `X-Admin-Token: <token>`.
+ADMIN_TOKEN = os.environ.get("CLIP_HAR_ADMIN_TOKEN", "")
 
 
-def _predictor():  # noqa: ANN202 - heavy import kept out of module import
+def _resolve(tag: str) -> tuple[str, Path]:
+    try:
+        model = bentoml.models.get(tag)
+    except bentoml.exceptions.NotFound as exc:
+        raise InvalidArgument(f"model {tag!r} is not in the BentoML model store") from exc
+    return str(model.tag), Path(model.path)
+
+
+def _find(generation: int) -> str | None:
+    from clip_har.serving.hotswap import generation_id
+
+    name = MODEL_TAG.split(":")[0]
+    return next((str(m.tag) for m in bentoml.models.list(name) if generation_id(str(m.tag)) == generation), None)
+
+
+def _slot():  # noqa: ANN202 - heavy imports kept out of module import
+    from clip_har.serving.hotswap import ModelSlot
     from clip_har.serving.predictor import Predictor
 
-    model = bentoml.models.get(MODEL_TAG)
-    return model, Predictor(
-        Path(model.path), os.environ.get("CLIP_HAR_BACKEND", "onnx"), max_pixels=Limits.from_env().max_pixels
-    )
+    backend, max_pixels = os.environ.get("CLIP_HAR_BACKEND", "onnx"), Limits.from_env().max_pixels
+    slot = ModelSlot(_resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels), _find)
+    slot.switch(MODEL_TAG)
+    return slot
 
 
 @bentoml.service(name="clip-har-model", workers=1, traffic={"timeout": 120})
 class HarModel:
-    """The batched inference worker: callers' images are merged into one ONNX Runtime run."""
+    """The batched inference worker: callers' images are merged into one ONNX Runtime run. One
+    worker on purpose: it is the single place that decides which model is served."""
 
     def __init__(self) -> None:
-        _, self.predictor = _predictor()
+        self.slot = _slot()
 
     @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS)
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        probs, emb = self.predictor.run(batch)
-        return np.concatenate([probs, emb], axis=1)
+        from clip_har.serving.hotswap import tag_results
+
+        loaded = self.slot.current  # one read: the whole batch runs on one model
+        return tag_results(*loaded.predictor.run(batch), loaded)
+
+    @bentoml.api
+    def switch(self, tag: str) -> dict:
+        """Load, warm and then serve `tag`; in-flight batches finish on the previous model."""
+        loaded, previous = self.slot.switch(tag)
+        return {"model_version": loaded.tag, "previous": previous.tag if previous else None}
+
+    @bentoml.api
+    def serving(self) -> str:
+        return self.slot.current.tag
 
 
 info_app = FastAPI(title="clip-har model info")
@@ -85,9 +121,9 @@ class ClipHar:
         from clip_har.monitoring.predlog import PredictionLog
         from clip_har.state import StateDir
 
-        self.bento_model, self.predictor = _predictor()
+        # Labels, preprocessing and the text tower of every model the batched worker answers with
+        self.slot = _slot()
         self.limits = Limits.from_env()
-        self.classes = self.predictor.classes
         log_root = os.environ.get("CLIP_HAR_PREDICTION_LOG") or str(StateDir.from_env().root / "predictions")
         # "off" exists for measuring the log's cost (bench/serving.py --log-overhead)
         self.log = PredictionLog(Path(log_root)) if log_root != "off" else NullLog()
@@ -103,6 +139,7 @@ class ClipHar:
             raise InvalidArgument("field 'images' needs at least one file")
         if len(images) > self.limits.max_files:
             raise InvalidArgument(f"too many files: {len(images)} > {self.limits.max_files}")
+        predictor = self.slot.current.predictor
         arrays, stats = [], []
         for i, path in enumerate(images):
             size = Path(path).stat().st_size
@@ -111,14 +148,17 @@ class ClipHar:
             if size > self.limits.max_file_mb * 1e6:
                 raise InvalidArgument(f"file {i + 1} is {size} bytes, over {self.limits.max_file_mb} MB")
             try:
-                array, stat = self.predictor.decode_with_stats(Path(path).read_bytes())
+                array, stat = predictor.decode_with_stats(Path(path).read_bytes())
             except ValueError as exc:
                 raise InvalidArgument(f"file {i + 1}: {exc}") from exc
             arrays.append(array)
             stats.append(stat)
         return np.stack(arrays), stats
 
-    async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, Loaded]:
+        """(probabilities, embeddings, the model that computed them) from the batched worker."""
+        from clip_har.serving.hotswap import split_results
+
         # BentoML's inter-service client can reuse a keep-alive connection the model service
         # has just closed (bentoml/BentoML#4971), and under load we saw one batched call never
         # answer: retry the idempotent call on resets and on a per-call deadline.
@@ -129,27 +169,30 @@ class ClipHar:
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == 2:
                     raise
-        c = len(self.classes)
-        return out[:, :c], out[:, c:]
+        # A result from a model this worker has not seen yet (another entry worker switched) loads it.
+        return await asyncio.to_thread(split_results, out, self.slot)
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[Path], top_k: int = 5) -> dict:
         """Action label, score and top-k for each uploaded image."""
-        if not 1 <= top_k <= len(self.classes):
-            raise InvalidArgument(f"top_k must be in 1..{len(self.classes)}")
+        n_classes = len(self.slot.current.classes)
+        if not 1 <= top_k <= n_classes:
+            raise InvalidArgument(f"top_k must be in 1..{n_classes}")
         batch, stats = self._decode(images)
-        probs, emb = await self._infer(batch)
+        probs, emb, loaded = await self._infer(batch)
+        classes, version = loaded.classes, loaded.tag
         results = []
-        request_id, version = uuid.uuid4().hex, str(self.bento_model.tag)
+        request_id = uuid.uuid4().hex
         for path, p, e, st in zip(images, probs, emb, stats, strict=True):
             order = np.argsort(-p)[:top_k]
-            top = [{"label": self.classes[i], "score": float(p[i])} for i in order]
+            top = [{"label": classes[i], "score": float(p[i])} for i in order]
             results.append(
                 {"filename": upload_name(path), "label": top[0]["label"], "score": top[0]["score"], "top_k": top}
             )
             self.log.append(PredictionRecord(request_id, version, top[0]["label"], top[0]["score"], e.tolist(), **st))
-            if self.review is not None and self.review.is_uncertain(p):  # keep the image for labelling
-                self.review.offer(Path(path).read_bytes(), p, self.classes, version, Path(path).suffix or ".jpg")
+            novel = loaded.novelty.reason(st) if loaded.novelty else None
+            if self.review is not None and (novel or self.review.is_uncertain(p)):  # wait for a person to label
+                self.review.offer(Path(path).read_bytes(), p, classes, version, Path(path).suffix or ".jpg", novel)
         return {"model_version": version, "results": results}
 
     @bentoml.api(route="/classify")
@@ -164,13 +207,13 @@ class ClipHar:
             raise InvalidArgument(
                 f"at most {self.limits.max_labels} labels of {self.limits.max_label_chars} characters"
             )
-        _, emb = await self._infer(self._decode(images)[0])  # image side through the batched worker
-        scores = self.predictor.zero_shot(emb, labels)
+        _, emb, loaded = await self._infer(self._decode(images)[0])  # image side through the batched worker
+        scores = loaded.predictor.zero_shot(emb, labels)  # the text tower of the same model
         results = [
             {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}
             for p, row in zip(images, scores, strict=True)
         ]
-        return {"model_version": str(self.bento_model.tag), "results": results}
+        return {"model_version": loaded.tag, "results": results}
 
     @bentoml.api(route="/predict_video")
     async def predict_video(self, video: Path, fps: float = 1.0) -> dict:
@@ -186,25 +229,42 @@ class ClipHar:
             frames = sample_frames(Path(video), fps, self.limits.max_frames)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
-        pre = self.predictor.preprocess
         from clip_har.preprocess import to_array
 
-        probs, _ = await self._infer(np.stack([to_array(img, pre) for _, img in frames]))
-        times = [t for t, _ in frames]
+        pre = self.slot.current.predictor.preprocess
+        probs, _, loaded = await self._infer(np.stack([to_array(img, pre) for _, img in frames]))
+        times, classes = [t for t, _ in frames], loaded.classes
         per_frame = [
-            {"t": t, "label": self.classes[int(p.argmax())], "score": float(p.max())}
+            {"t": t, "label": classes[int(p.argmax())], "score": float(p.max())}
             for t, p in zip(times, probs, strict=True)
         ]
-        segments = [asdict(s) for s in smooth_segments(times, probs, self.classes, fps)]
-        return {"model_version": str(self.bento_model.tag), "frames": per_frame, "segments": segments}
+        segments = [asdict(s) for s in smooth_segments(times, probs, classes, fps)]
+        return {"model_version": loaded.tag, "frames": per_frame, "segments": segments}
+
+    @bentoml.api(route="/admin/reload")
+    async def reload(self, ctx: bentoml.Context, model: str = MODEL_TAG) -> dict:
+        """Switch to another model from the store (what `clip-har.model.promoted` triggers).
+
+        The new model is loaded and warmed here and in the batched worker before it serves;
+        requests in flight finish on the previous one, so none fails during the switch."""
+        if ADMIN_TOKEN and ctx.request.headers.get("x-admin-token") != ADMIN_TOKEN:
+            raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
+        try:
+            loaded = await asyncio.to_thread(self.slot.prepare, model)
+        except (FileNotFoundError, ValueError) as exc:  # an incomplete or broken model: keep serving
+            raise InvalidArgument(f"model {model!r} cannot be served: {exc}") from exc
+        switched = await self.model.to_async.switch(tag=loaded.tag)
+        self.slot.activate(loaded)
+        return switched
 
     @info_app.get("/model")
-    def model_info(self) -> dict:
-        """Version, labels and lineage of the served model."""
-        info = self.bento_model.info
+    async def model_info(self) -> dict:
+        """Version, labels and lineage of the model the batched worker is serving now."""
+        loaded = await asyncio.to_thread(self.slot.prepare, await self.model.to_async.serving())
+        info = bentoml.models.get(loaded.tag).info
         return {
-            "model_version": str(self.bento_model.tag),
-            "labels": self.classes,
-            "backend": self.predictor.backend,
+            "model_version": loaded.tag,
+            "labels": loaded.classes,
+            "backend": loaded.predictor.backend,
             "lineage": dict(info.metadata),
         }

@@ -10,7 +10,7 @@ from tasks.data import emit_data_arrived, ingest_labelled, version_data
 
 
 @flow(name="data-ingest", log_prints=True)
-def data_ingest(folder: str, profile: str = "demo", overrides: list[str] | None = None) -> dict:
+def data_ingest(folder: str, profile: str = "", overrides: list[str] | None = None) -> dict:
     """`folder` holds one sub-folder per class (e.g. `clip-har review export`)."""
     state = StateDir.from_env()
     cfg = resolve_config(profile, overrides or [])

@@ -1,5 +1,5 @@
 """training-pipeline: synth/ingest → validate → version → train → evaluate → export → gate →
-register → package (Bento) for promoted models."""
+register → package (Bento) → `clip-har.model.promoted` for promoted models."""
 
 from __future__ import annotations
 
@@ -14,18 +14,23 @@ from tasks.data import prepare_data, validate_data, version_data
 from tasks.export import export_model, package, record_lineage
 from tasks.guard import recent_training
 from tasks.model import base_weights, evaluate, train
-from tasks.registry import gate, register
+from tasks.registry import announce_promotion, gate, register
 
 
 @flow(name="training-pipeline", log_prints=True)
 def training_pipeline(
-    profile: str = "demo", overrides: list[str] | None = None, reason: str = "manual", min_interval_s: float = 1800
+    profile: str = "",
+    overrides: list[str] | None = None,
+    reason: str = "manual",
+    min_interval_s: float | None = None,
 ):  # noqa: ANN201 - a summary dict, or a Cancelled state when de-duplicated
     """Train a challenger on the profile's data and promote it only if the gate passes.
 
+    `profile`: a profile name or YAML file; empty = CLIP_HAR_PROFILE, else `demo`.
     `overrides` are dotted `key=value` strings (e.g. `train.max_epochs=3`); `reason` records why
     the run started (manual, schedule, "drift alert: …", "new data: …"). Event-triggered runs
-    stand down when another training run is active or started within `min_interval_s`.
+    stand down when another training run is active, or another event-triggered one started
+    within `min_interval_s` (default: env CLIP_HAR_RETRAIN_COOLDOWN_S, else 1800).
     """
     other = recent_training(reason, min_interval_s)
     if other:
@@ -46,6 +51,8 @@ def training_pipeline(
     if decision.promote and exported is not None and cfg.export.package:
         tags = package(exported, reg, str(run_dir / "lineage.json"))
         lineage = record_lineage(state, trained, reg, tags)
+    if reg.promoted:
+        announce_promotion(reg, trained, lineage.get("bento_model", ""))
     return {
         **summary(reg, ev, decision, version),
         "lineage": lineage,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from prefect import get_run_logger, task
@@ -18,22 +19,42 @@ from prefect.client.schemas.objects import StateType
 from prefect.runtime import flow_run
 
 EVENT_REASONS = ("drift alert", "new data")
+COOLDOWN_ENV, DEFAULT_COOLDOWN_S = "CLIP_HAR_RETRAIN_COOLDOWN_S", 1800.0
 
 
 @task(name="dedupe-trigger", cache_policy=NO_CACHE)
-def recent_training(reason: str, min_interval_s: float, flow_name: str = "training-pipeline") -> str | None:
-    """For event-triggered runs: the id of another training run that is running, or that started
-    within the minimum interval (so this one should stand down); None to go ahead."""
-    if not reason.startswith(EVENT_REASONS) or min_interval_s <= 0:
+def recent_training(reason: str, min_interval_s: float | None, flow_name: str = "training-pipeline") -> str | None:
+    """For event-triggered runs: the id of another training run that is running, or of another
+    event-triggered one that started within the minimum interval (the cooldown), so this one
+    should stand down; None to go ahead. Finished manual or scheduled runs do not count: they
+    did not see the data or the drift this event reports."""
+    if not reason.startswith(EVENT_REASONS):
         return None
-    since = datetime.now(UTC) - timedelta(seconds=min_interval_s)
-    states = FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.COMPLETED, StateType.PENDING])
+    if min_interval_s is None:
+        min_interval_s = float(os.environ.get(COOLDOWN_ENV, DEFAULT_COOLDOWN_S))
+    since = datetime.now(UTC) - timedelta(seconds=max(min_interval_s, 0))
+    flows = FlowFilter(name=FlowFilterName(any_=[flow_name]))
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
-            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since), state={"type": states}),
+        active = client.read_flow_runs(
+            flow_filter=flows,
+            flow_run_filter=FlowRunFilter(
+                state={"type": FlowRunFilterStateType(any_=[StateType.RUNNING, StateType.PENDING])}
+            ),
         )
-    others = [r for r in runs if str(r.id) != str(flow_run.id)]
+        recent = client.read_flow_runs(
+            flow_filter=flows, flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
+        )
+        me = client.read_flow_run(flow_run.id) if flow_run.id else None
+    recent_events = [
+        r
+        for r in recent
+        if r.state_type in (StateType.RUNNING, StateType.COMPLETED)
+        and str((r.parameters or {}).get("reason", "")).startswith(EVENT_REASONS)
+    ]
+    # only runs created before this one count: of two runs started together, the older goes ahead
+    others = [
+        r for r in [*active, *recent_events] if str(r.id) != str(flow_run.id) and (me is None or r.created < me.created)
+    ]
     if others:
         get_run_logger().info("training run %s started %s; standing down", others[0].id, others[0].start_time)
         return str(others[0].id)

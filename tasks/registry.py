@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 
 from clip_har import stages
 from clip_har.config import PipelineConfig
@@ -13,6 +14,8 @@ from clip_har.gate import GateDecision
 from clip_har.registry import Registration
 from clip_har.state import StateDir
 from clip_har.train.trainer import TrainResult
+
+PROMOTED_EVENT = "clip-har.model.promoted"
 
 
 @task(name="gate", cache_policy=NO_CACHE)
@@ -35,13 +38,21 @@ def register(
     gx_result: str,
     exported: stages.ExportSummary | None = None,
 ) -> Registration:
-    reg = stages.register_stage(cfg, state, trained, decision, version, gx_result, exported)
-    if reg.promoted:  # what the serving side listens for to switch to the new champion
-        from prefect.events import emit_event
+    return stages.register_stage(cfg, state, trained, decision, version, gx_result, exported)
 
-        emit_event(
-            event="clip-har.model.promoted",
-            resource={"prefect.resource.id": f"clip-har.model.{reg.version}"},
-            payload={"model_name": reg.model_name, "version": reg.version, "run_id": trained.run_id},
-        )
-    return reg
+
+@task(name="announce-promotion", cache_policy=NO_CACHE)
+def announce_promotion(reg: Registration, trained: TrainResult, bento_model: str) -> str:
+    """`clip-har.model.promoted`, emitted once the model is packaged: the service-reload
+    deployment reacts by switching the running service to `bento_model`."""
+    event = emit_event(
+        event=PROMOTED_EVENT,
+        resource={"prefect.resource.id": f"clip-har.model.{reg.version}"},
+        payload={
+            "model_name": reg.model_name,
+            "version": reg.version,
+            "run_id": trained.run_id,
+            "bento_model": bento_model,
+        },
+    )
+    return str(event.id) if event else ""

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_deployments_point_at_flows_with_valid_parameters() -> None:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert {"training-pipeline", "drift-monitor", "data-ingest", "batch-inference"} <= names
+    assert {"training-pipeline", "drift-monitor", "data-ingest", "batch-inference", "service-reload"} <= names
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
@@ -20,3 +20,13 @@ def test_deployments_point_at_flows_with_valid_parameters() -> None:
         assert flow.name == dep["name"]
         params = inspect.signature(flow.fn).parameters
         assert set(dep.get("parameters", {})) <= set(params), dep["name"]
+        for trigger in dep.get("triggers", []):
+            assert set(trigger.get("parameters", {})) <= set(params), dep["name"]
+
+
+def test_events_reach_their_deployments() -> None:
+    """Drift and new data retrain; a promotion switches the running service."""
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    expects = {d["name"]: {e for t in d.get("triggers", []) for e in t["expect"]} for d in spec["deployments"]}
+    assert expects["training-pipeline"] == {"clip-har.drift.detected", "clip-har.data.arrived"}
+    assert expects["service-reload"] == {"clip-har.model.promoted"}

@@ -39,6 +39,27 @@ def test_label_and_export(tmp_path: Path) -> None:
     assert [i.id for i in q.items()] == [b] and q.items("labelled")[0].label == "running"
     assert q.export(tmp_path / "out") == 1
     assert (tmp_path / "out" / "running" / f"{a}.jpg").read_bytes() == b"aaa"
+    assert q.export(tmp_path / "out2") == 0  # each labelled item goes out once (ingest refuses repeats)
+    assert q.export(tmp_path / "out3", again=True) == 1
+
+
+def test_novel_images_are_kept_even_when_confident(tmp_path: Path) -> None:
+    """A night photo can get a confident wrong label: its statistics, far outside the reference
+    window's, still send it to review."""
+    import pandas as pd
+
+    from clip_har.monitoring.review import Novelty
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"brightness": rng.normal(140, 15, 500), "contrast": rng.normal(50, 5, 500)})
+    novelty = Novelty.from_reference(reference)
+    assert novelty.reason({"brightness": 140.0, "contrast": 50.0}) is None
+    why = novelty.reason({"brightness": 30.0, "contrast": 50.0})
+    assert why and why.startswith("novel: brightness 30.0")
+    q = ReviewQueue(tmp_path)
+    assert q.offer(b"img", _probs(0.98), CLASSES, "v1", novelty=None) is None
+    assert q.offer(b"img", _probs(0.98), CLASSES, "v1", novelty=why)
+    assert q.items()[0].reason == why
 
 
 def test_bounded_queue(tmp_path: Path) -> None:

@@ -72,18 +72,29 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "BENTOML_DO_NOT_TRACK": "true", **LIMITS}
     env["CLIP_HAR_PREDICTION_LOG"] = str(tmp / "predictions")
     env["CLIP_HAR_REVIEW_DIR"] = str(tmp / "review")
-    torch.manual_seed(0)
-    cfg = load_config("tiny")
-    bundle, clf = build_model(cfg)
-    pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
-    meta = ModelMeta("tiny", list(cfg.data.classes), list(cfg.data.classes), list(cfg.model.templates), pre.to_dict())
-    export_onnx(save_model(clf, bundle, meta, tmp / "model"), tmp / "onnx")
-    code = (
-        "import sys, json; from pathlib import Path; sys.path.insert(0, '.');"
-        "from deployments.bento_pack import save_to_store;"
-        f"print(save_to_store(Path({str(tmp / 'onnx')!r}), {{'data_version': 'tiny-v1', 'mlflow_run_id': 'r1'}}))"
-    )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120)
+    tags = []
+    for seed in (0, 1):  # two models in the store: the service starts on the first, switches to the second
+        torch.manual_seed(seed)
+        cfg = load_config("tiny")
+        bundle, clf = build_model(cfg)
+        pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
+        meta = ModelMeta(
+            "tiny", list(cfg.data.classes), list(cfg.data.classes), list(cfg.model.templates), pre.to_dict()
+        )
+        export_onnx(save_model(clf, bundle, meta, tmp / f"model{seed}"), tmp / f"onnx{seed}")
+        code = (
+            "import sys, json; from pathlib import Path; sys.path.insert(0, '.');"
+            "from deployments.bento_pack import save_to_store;"
+            f"print(save_to_store(Path({str(tmp / f'onnx{seed}')!r}), "
+            f"{{'data_version': 'tiny-v{seed + 1}', 'mlflow_run_id': 'r{seed}'}}))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        )
+        tags.append(out.stdout.strip().splitlines()[-1])
+    env["CLIP_HAR_MODEL"] = tags[0]
+    env["CLIP_HAR_ADMIN_TOKEN"] = "s3cret"
+    SERVER["tags"] = tags
     port = _free_port()
     log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
@@ -231,6 +242,42 @@ def test_bad_classify_and_video_inputs(server: str, jpgs: list[bytes]) -> None:
     assert json.loads(httpx.get(f"{server}/model", timeout=10).text)["labels"]
 
 
+def test_z_switch_model_under_load_fails_no_request(server: str, jpgs: list[bytes]) -> None:
+    """POST /admin/reload while callers keep sending: every request answers 200, each with the
+    version that computed it, and everything after the switch comes from the new model."""
+    old, new = SERVER["tags"]
+    reload = f"{server}/admin/reload"
+    assert httpx.post(reload, json={"model": new}, timeout=60).status_code == 403  # no token
+    bad = httpx.post(reload, json={"model": "clip-har:nope"}, headers={"X-Admin-Token": "s3cret"}, timeout=60)
+    assert bad.status_code == 400 and "not in the BentoML model store" in bad.text
+    stop, answers = threading.Event(), []
+
+    def caller(i: int) -> None:
+        while not stop.is_set() and len(answers) < 3000:  # bounded in count and (below) in time
+            r = _post(f"{server}/predict", [("images", (f"{i}.jpg", jpgs[i % len(jpgs)]))])
+            answers.append((r.status_code, r.json().get("model_version")))
+
+    with ThreadPoolExecutor(4) as pool:
+        for i in range(4):
+            pool.submit(caller, i)
+        deadline = time.monotonic() + 120
+        while len(answers) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = httpx.post(reload, json={"model": new}, headers={"X-Admin-Token": "s3cret"}, timeout=120)
+        n_at_switch = len(answers)
+        while len(answers) < n_at_switch + 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+    assert r.status_code == 200, r.text
+    assert r.json() == {"model_version": new, "previous": old}
+    assert [code for code, _ in answers] == [200] * len(answers)
+    assert {v for _, v in answers} == {old, new}
+    # a request sent after the switch returned can only be answered by the new model
+    assert len(answers) >= n_at_switch + 20 and all(v == new for _, v in answers[n_at_switch + 4 :])
+    info = httpx.get(f"{server}/model", timeout=10).json()
+    assert info["model_version"] == new and info["lineage"]["data_version"] == "tiny-v2"
+
+
 def test_zz_graceful_stop_loses_no_logged_prediction(server: str) -> None:
     """Runs last in this module: stops the server and reads its prediction log."""
     from clip_har.monitoring.predlog import embeddings_matrix, read_log
@@ -240,7 +287,7 @@ def test_zz_graceful_stop_loses_no_logged_prediction(server: str) -> None:
     df, skipped = read_log(SERVER["log"])
     assert skipped == [] and len(df) == PREDICTED["images"]
     assert embeddings_matrix(df).shape == (len(df), 64)
-    assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == {df["model_version"][0]}
+    assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == set(SERVER["tags"])
     # the untrained test model is uncertain about everything: each answered image awaits review
     from clip_har.monitoring.review import ReviewQueue
 

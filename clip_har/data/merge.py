@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from clip_har.data.manifest import IMAGE_SUFFIXES, describe_files, read_manifest, staged_dir, write_manifest
+from clip_har.data.manifest import (
+    IMAGE_SUFFIXES,
+    describe_files,
+    read_manifest,
+    staged_dir,
+    stratified_split,
+    write_manifest,
+)
 from clip_har.data.validate import ValidationReport, require_valid, validate_data
 
 
@@ -21,10 +28,13 @@ def merge_folder(
     folder: Path,
     classes: Sequence[str],
     min_per_class: int,
-    split: str = "train",
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
     gate: tuple[int, int] = (16, 8192),
 ) -> tuple[int, ValidationReport]:
-    """Copy `folder/<label>/*` into `root` as `split` rows; returns (rows added, gate report).
+    """Copy `folder/<label>/*` into `root`, split train/val/test per class like the dataset itself,
+    so evaluation and the drift reference follow the data as it grows (new conditions such as
+    night photos get test rows, not only training rows). Returns (rows added, gate report).
     Raises DataValidationError (root untouched) if the merged dataset fails the gate."""
     root, folder = Path(root), Path(folder)
     files = sorted(f for f in folder.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
@@ -42,7 +52,7 @@ def merge_folder(
             shutil.copy2(f, tmp / rel)
             rows.append({"path": rel.as_posix(), "label": f.parent.name, "caption": "", "source": f"ingest:{f}"})
         added = describe_files(tmp, rows)
-        added["split"] = split
+        added["split"] = stratified_split(added["label"].tolist(), fractions, seed)
         write_manifest(pd.concat([read_manifest(tmp), added], ignore_index=True), tmp)
         report = require_valid(validate_data(tmp, classes, min_per_class, *gate))
     return len(files), report

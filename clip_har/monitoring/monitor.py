@@ -47,5 +47,29 @@ def run_check(
     html = reports_dir / f"drift-{int(until)}.html"
     result = check_drift(reference, current, cfg, html=html)
     if result.status != "insufficient_data":
-        (reports_dir / CURSOR).write_text(json.dumps({"since": since, "until": until, "status": result.status}))
+        verdict = reports_dir / f"drift-{int(until)}.json"
+        verdict.write_text(json.dumps({"since": since, "until": until, **result.to_dict()}))
+        (reports_dir / CURSOR).write_text(
+            json.dumps({"since": since, "until": until, "status": result.status, "verdict": str(verdict)})
+        )
     return result, Window(since, until, skipped)
+
+
+def last_verdict(reports_dir: Path) -> dict | None:
+    """The last check's window, status and (when it reached a verdict) its scores."""
+    cursor = Path(reports_dir) / CURSOR
+    if not cursor.is_file():
+        return None
+    state = json.loads(cursor.read_text())
+    verdict = Path(state.get("verdict", ""))
+    return {**state, **json.loads(verdict.read_text())} if verdict.is_file() else state
+
+
+def start_window(reports_dir: Path, at: float | None = None) -> float:
+    """Begin the next window at `at` (default now): predictions logged before it are not checked.
+    For a deliberate fresh start (a demo measuring its own traffic, a known incident)."""
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    at = float(at if at is not None else time.time())
+    (reports_dir / CURSOR).write_text(json.dumps({"since": at, "until": at, "status": "started"}))
+    return at

@@ -1,5 +1,7 @@
-"""The review queue (active learning): uncertain predictions keep their image for a person to
-label; labelled items export as an image folder (one sub-folder per class) for ingestion."""
+"""The review queue (active learning): uncertain predictions, and images unlike anything in the
+model's reference window (novel conditions such as night photos, on which a model is often
+confidently wrong), keep their image for a person to label; labelled items export as an image
+folder (one sub-folder per class) for ingestion."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 PENDING, LABELLED = "pending", "labelled"
 
@@ -27,6 +30,31 @@ class ReviewItem:
     ts: float
     suffix: str
     label: str | None = None
+    reason: str = "uncertain"
+    exported: bool = False
+
+
+class Novelty:
+    """Image statistics outside the central range of the reference window's (the validation
+    images the model was checked on): a cheap signal that an image comes from new conditions."""
+
+    STATS = ("brightness", "contrast")
+
+    def __init__(self, bounds: dict[str, tuple[float, float]]) -> None:
+        self.bounds = bounds
+
+    @classmethod
+    def from_reference(cls, reference: pd.DataFrame, tail: float = 0.005) -> Novelty:
+        cols = [c for c in cls.STATS if c in reference.columns]
+        return cls({c: (float(reference[c].quantile(tail)), float(reference[c].quantile(1 - tail))) for c in cols})
+
+    def reason(self, stats: dict[str, float]) -> str | None:
+        """Why the image is novel, or None."""
+        for name, (lo, hi) in self.bounds.items():
+            v = stats.get(name)
+            if v is not None and not lo <= v <= hi:
+                return f"novel: {name} {v:.1f} outside [{lo:.1f}, {hi:.1f}]"
+        return None
 
 
 def entropy(probs: np.ndarray) -> float:
@@ -44,10 +72,18 @@ class ReviewQueue:
         return float(np.max(probs)) < self.max_score or entropy(probs) > self.min_entropy
 
     def offer(
-        self, image: bytes, probs: np.ndarray, classes: list[str], model_version: str, suffix: str = ".jpg"
+        self,
+        image: bytes,
+        probs: np.ndarray,
+        classes: list[str],
+        model_version: str,
+        suffix: str = ".jpg",
+        novelty: str | None = None,
     ) -> str | None:
-        """Keep the image if the prediction is uncertain (and the queue is not full); its id or None."""
-        if not self.is_uncertain(probs):
+        """Keep the image if the prediction is uncertain or `novelty` gives a reason (and the
+        queue is not full); its id or None."""
+        reason = "uncertain" if self.is_uncertain(probs) else novelty
+        if reason is None:
             return None
         pending = self.root / PENDING
         pending.mkdir(parents=True, exist_ok=True)
@@ -55,7 +91,14 @@ class ReviewQueue:
             return None
         k = int(np.argmax(probs))
         item = ReviewItem(
-            uuid.uuid4().hex[:12], classes[k], float(probs[k]), entropy(probs), model_version, time.time(), suffix
+            uuid.uuid4().hex[:12],
+            classes[k],
+            float(probs[k]),
+            entropy(probs),
+            model_version,
+            time.time(),
+            suffix,
+            reason=reason,
         )
         (pending / f"{item.id}{suffix}").write_bytes(image)
         _write_json(pending / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
@@ -84,15 +127,20 @@ class ReviewQueue:
         src.unlink()
         return item
 
-    def export(self, dest: Path) -> int:
-        """Labelled items → `dest/<label>/<id><suffix>` (the image-folder ingest format)."""
+    def export(self, dest: Path, again: bool = False) -> int:
+        """Labelled items not exported before (all with `again`) → `dest/<label>/<id><suffix>`
+        (the image-folder ingest format); each is marked exported, so the next batch is new."""
         n = 0
         for item in self.items(LABELLED):
+            if item.exported and not again:
+                continue
             (Path(dest) / str(item.label)).mkdir(parents=True, exist_ok=True)
             shutil.copy2(
                 self.root / LABELLED / f"{item.id}{item.suffix}",
                 Path(dest) / str(item.label) / f"{item.id}{item.suffix}",
             )
+            item.exported = True
+            _write_json(self.root / LABELLED / f"{item.id}.json", asdict(item))
             n += 1
         return n
 

@@ -1,0 +1,142 @@
+"""The served model, switchable while requests are in flight.
+
+A switch builds and warms the new predictor *before* it becomes current, so a request never
+meets a half-loaded model, and a model that fails to load or run leaves the current one serving.
+Every inference result carries the generation id of the model that computed it; results that
+finish after a switch are still read with their own model's labels and text tower.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clip_har.monitoring.review import Novelty
+
+if TYPE_CHECKING:  # the predictor pulls in ONNX Runtime; the service imports this module early
+    from clip_har.serving.predictor import Predictor
+
+# 48 bits: exact in a float64 column, and collisions among a registry's models are negligible.
+_GEN_BITS = 48
+
+
+def generation_id(tag: str) -> int:
+    """A stable integer for a model tag, small enough to ride in a float64 output column."""
+    return int.from_bytes(hashlib.sha256(tag.encode()).digest()[:8], "big") >> (64 - _GEN_BITS)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    tag: str
+    path: Path
+    predictor: Predictor
+
+    @property
+    def generation(self) -> int:
+        return generation_id(self.tag)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictor.classes
+
+    @cached_property
+    def novelty(self) -> Novelty | None:
+        """What counts as new conditions for this model (from its reference window), if it has one."""
+        import pandas as pd
+
+        from clip_har.monitoring.reference import REFERENCE
+
+        ref = self.path / REFERENCE
+        return Novelty.from_reference(pd.read_parquet(ref)) if ref.is_file() else None
+
+
+Resolver = Callable[[str], tuple[str, Path]]  # tag such as "clip-har:latest" → (exact tag, directory)
+Finder = Callable[[int], str | None]  # generation id → exact tag, for results of a model loaded elsewhere
+
+
+class ModelSlot:
+    """Holds the current model plus the last `keep` ones, by generation id."""
+
+    def __init__(
+        self,
+        resolve: Resolver,
+        factory: Callable[[Path], Predictor],
+        find: Finder | None = None,
+        keep: int = 3,
+    ) -> None:
+        self._resolve, self._factory, self._find, self._keep = resolve, factory, find, keep
+        self._models: OrderedDict[int, Loaded] = OrderedDict()
+        self._current: Loaded | None = None
+        self._lock = threading.Lock()  # one load at a time; readers never take it
+
+    @property
+    def current(self) -> Loaded:
+        if self._current is None:
+            raise RuntimeError("no model loaded yet")
+        return self._current
+
+    def prepare(self, tag: str) -> Loaded:
+        """Resolve, load and warm a model without serving it; raises (nothing changed) on failure."""
+        exact, path = self._resolve(tag)
+        with self._lock:
+            known = self._models.get(generation_id(exact))
+            if known is not None:
+                return known
+            loaded = Loaded(exact, path, self._factory(path))
+            _warm_up(loaded.predictor)
+            self._models[loaded.generation] = loaded
+            while len(self._models) > self._keep:
+                oldest = next(iter(self._models))
+                if self._current is not None and oldest == self._current.generation:
+                    self._models.move_to_end(oldest)  # never drop the model being served
+                    continue
+                self._models.popitem(last=False)
+            return loaded
+
+    def activate(self, loaded: Loaded) -> Loaded | None:
+        """Serve `loaded` from the next request on (one reference swap); returns the previous."""
+        previous, self._current = self._current, loaded
+        return previous
+
+    def switch(self, tag: str) -> tuple[Loaded, Loaded | None]:
+        loaded = self.prepare(tag)
+        return loaded, self.activate(loaded)
+
+    def get(self, generation: int) -> Loaded:
+        """The model that produced a result; loads it when another process switched to it."""
+        known = self._models.get(generation)
+        if known is not None:
+            return known
+        tag = self._find(generation) if self._find else None
+        if tag is None:
+            raise LookupError(f"no model with generation {generation}")
+        return self.prepare(tag)
+
+
+def _warm_up(predictor: Predictor) -> None:
+    """One tiny inference, so a broken model fails the switch instead of the first request."""
+    size = predictor.preprocess.image_size
+    probs, emb = predictor.run(np.zeros((1, 3, size, size), np.float32))
+    if probs.shape != (1, len(predictor.classes)) or not np.isfinite(emb).all():
+        raise ValueError(f"model warm-up gave probabilities {probs.shape} for {len(predictor.classes)} classes")
+
+
+def tag_results(probs: np.ndarray, emb: np.ndarray, loaded: Loaded) -> np.ndarray:
+    """[N, C + D + 1] float64: probabilities, embeddings and the generation id (last column)."""
+    gen = np.full((len(probs), 1), float(loaded.generation))
+    return np.concatenate([probs.astype(np.float64), emb.astype(np.float64), gen], axis=1)
+
+
+def split_results(out: np.ndarray, slot: ModelSlot) -> tuple[np.ndarray, np.ndarray, Loaded]:
+    """Inverse of `tag_results`, with the model that computed them (one model per batch)."""
+    loaded = slot.get(int(out[0, -1]))
+    c = len(loaded.classes)
+    return out[:, :c].astype(np.float32), out[:, c:-1].astype(np.float32), loaded
