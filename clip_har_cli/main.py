@@ -276,20 +276,23 @@ def down() -> None:
 
 @app.command("loop-demo")
 def loop_demo(
-    n: Annotated[int, typer.Option(help="Images per traffic phase (at least 200: a drift check's minimum)")] = 300,
+    normal: Annotated[int, typer.Option(help="Normal images sent (at least 200: a drift check's minimum)")] = 300,
+    night: Annotated[int, typer.Option(help="Night-style images sent (at least 200)")] = 600,
     timeout: Annotated[float, typer.Option(help="Seconds for the automated part (training included)")] = 1800,
 ) -> None:
     """The closed loop end to end on the local stack: normal traffic → night traffic → drift and
     new labelled data → automated retraining → gate → promotion → the service switches."""
     from clip_har_cli.loop import LoopError, LoopSettings, run_loop
 
-    if n < 200:
-        fail("--n must be at least 200 (fewer predictions get an 'insufficient data' verdict)", 2)
+    if min(normal, night) < 200:
+        fail("--normal and --night must be at least 200 (fewer predictions get an 'insufficient data' verdict)", 2)
     try:
-        result = run_loop(LoopSettings(n_normal=n, n_night=n, timeout_s=timeout), typer.echo)
+        result = run_loop(LoopSettings(n_normal=normal, n_night=night, timeout_s=timeout), typer.echo)
     except LoopError as exc:
         fail(str(exc))
     acc, before, after = result["night_accuracy"], result["model_before"], result["model_after"]
+    if not result["promoted"]:
+        typer.echo(f"the gate kept the champion: the service still serves {before} (see the gate line above)")
     typer.echo(f"night-style accuracy: {acc['before']} with {before}, {acc['after']} with {after}")
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from clip_har.serving.hotswap import Loaded
 
 MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
+MODEL_NAME = MODEL_TAG.split(":")[0]
 # CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a
 # full batch under load or callers get 503s (max_latency_ms is a hard deadline).
 MAX_LATENCY_MS = int(os.environ.get("CLIP_HAR_MAX_LATENCY_MS", "10000"))
@@ -46,8 +47,7 @@ def _resolve(tag: str) -> tuple[str, Path]:
 def _find(generation: int) -> str | None:
     from clip_har.serving.hotswap import generation_id
 
-    name = MODEL_TAG.split(":")[0]
-    return next((str(m.tag) for m in bentoml.models.list(name) if generation_id(str(m.tag)) == generation), None)
+    return next((str(m.tag) for m in bentoml.models.list(MODEL_NAME) if generation_id(str(m.tag)) == generation), None)
 
 
 def _slot():  # noqa: ANN202 - heavy imports kept out of module import
@@ -242,7 +242,7 @@ class ClipHar:
         return {"model_version": loaded.tag, "frames": per_frame, "segments": segments}
 
     @bentoml.api(route="/admin/reload")
-    async def reload(self, ctx: bentoml.Context, model: str = MODEL_TAG) -> dict:
+    async def reload(self, ctx: bentoml.Context, model: str = f"{MODEL_NAME}:latest") -> dict:
         """Switch to another model from the store (what `clip-har.model.promoted` triggers).
 
         The new model is loaded and warmed here and in the batched worker before it serves;
@@ -251,7 +251,9 @@ class ClipHar:
             raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
         try:
             loaded = await asyncio.to_thread(self.slot.prepare, model)
-        except (FileNotFoundError, ValueError) as exc:  # an incomplete or broken model: keep serving
+        except InvalidArgument:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any load or warm-up failure: keep serving the current one
             raise InvalidArgument(f"model {model!r} cannot be served: {exc}") from exc
         switched = await self.model.to_async.switch(tag=loaded.tag)
         self.slot.activate(loaded)

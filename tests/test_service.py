@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,6 +93,16 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
         )
         tags.append(out.stdout.strip().splitlines()[-1])
+    broken = tmp / "onnx-broken"  # a model in the store whose graph does not load
+    shutil.copytree(tmp / "onnx1", broken)
+    (broken / "image.onnx").write_bytes(b"not an onnx graph")
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
+        "from deployments.bento_pack import save_to_store;"
+        f"print(save_to_store(Path({str(broken)!r}), {{'data_version': 'broken'}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    SERVER["broken"] = out.stdout.strip().splitlines()[-1]
     env["CLIP_HAR_MODEL"] = tags[0]
     env["CLIP_HAR_ADMIN_TOKEN"] = "s3cret"
     SERVER["tags"] = tags
@@ -248,8 +259,12 @@ def test_z_switch_model_under_load_fails_no_request(server: str, jpgs: list[byte
     old, new = SERVER["tags"]
     reload = f"{server}/admin/reload"
     assert httpx.post(reload, json={"model": new}, timeout=60).status_code == 403  # no token
-    bad = httpx.post(reload, json={"model": "clip-har:nope"}, headers={"X-Admin-Token": "s3cret"}, timeout=60)
+    admin = {"X-Admin-Token": "s3cret"}
+    bad = httpx.post(reload, json={"model": "clip-har:nope"}, headers=admin, timeout=60)
     assert bad.status_code == 400 and "not in the BentoML model store" in bad.text
+    bad = httpx.post(reload, json={"model": SERVER["broken"]}, headers=admin, timeout=60)
+    assert bad.status_code == 400 and "cannot be served" in bad.text
+    assert httpx.get(f"{server}/model", timeout=10).json()["model_version"] == old  # nothing moved
     stop, answers = threading.Event(), []
 
     def caller(i: int) -> None:
@@ -263,7 +278,7 @@ def test_z_switch_model_under_load_fails_no_request(server: str, jpgs: list[byte
         deadline = time.monotonic() + 120
         while len(answers) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        r = httpx.post(reload, json={"model": new}, headers={"X-Admin-Token": "s3cret"}, timeout=120)
+        r = httpx.post(reload, json={"model": new}, headers=admin, timeout=120)
         n_at_switch = len(answers)
         while len(answers) < n_at_switch + 20 and time.monotonic() < deadline:
             time.sleep(0.05)
