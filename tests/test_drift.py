@@ -37,6 +37,16 @@ def test_shifted_window_is_drift_with_scores(tmp_path: Path) -> None:
     assert (tmp_path / "report.json").is_file() and "YES" in r.to_markdown()
 
 
+def test_small_reference_windows_do_not_alarm_on_chance_differences() -> None:
+    """90 reference rows vs 200 predictions from the same distribution: fixed thresholds alone
+    flag chance distances (seen with the tiny model); the permutation noise floor does not."""
+    results = [check_drift(window(90, 100 + seed), window(200, seed)) for seed in range(10)]
+    assert [r.status for r in results] == ["ok"] * 10, [r.scores for r in results if r.is_drift]
+    assert all(r.thresholds["contrast"] > DriftConfig().stat_threshold for r in results[:1])
+    shifted = check_drift(window(90, 100), window(200, 1, dark=80))  # a real shift still shows
+    assert shifted.status == "drift" and shifted.drifted["brightness"]
+
+
 def test_too_few_predictions_is_insufficient_data() -> None:
     r = check_drift(window(500, 0), window(50, 1, shift=3.0), DriftConfig(min_rows=200))
     assert r.status == "insufficient_data" and not r.is_drift and r.scores == {}

@@ -46,11 +46,10 @@ def run_check(
     reference = pd.read_parquet(reference_path)
     html = reports_dir / f"drift-{int(until)}.html"
     result = check_drift(reference, current, cfg, html=html)
-    if result.status != "insufficient_data":
-        verdict = reports_dir / f"drift-{int(until)}.json"
-        verdict.write_text(json.dumps({"since": since, "until": until, **result.to_dict()}))
+    if result.status != "insufficient_data":  # check_drift saved the verdict beside the report
+        verdict = str(html.with_suffix(".json"))
         (reports_dir / CURSOR).write_text(
-            json.dumps({"since": since, "until": until, "status": result.status, "verdict": str(verdict)})
+            json.dumps({"since": since, "until": until, "status": result.status, "verdict": verdict})
         )
     return result, Window(since, until, skipped)
 
