@@ -72,10 +72,12 @@ def _js(a: np.ndarray, b: np.ndarray) -> float:
     return float(jensenshannon(fa, fb))
 
 
-def _wasserstein_norm(a: np.ndarray, b: np.ndarray) -> float:
+def _wasserstein_normed_by(scale: float):  # noqa: ANN202
+    """Evidently's normed Wasserstein distance, with the norm (the real reference's spread) fixed,
+    so a shuffled pseudo-reference that happens to be nearly constant does not blow it up."""
     from scipy.stats import wasserstein_distance
 
-    return float(wasserstein_distance(a, b) / max(float(np.std(a)), 0.001))
+    return lambda a, b: float(wasserstein_distance(a, b) / max(scale, 0.001))
 
 
 def noise_floor(ref: np.ndarray, cur: np.ndarray, distance, cfg: DriftConfig) -> float:  # noqa: ANN001
@@ -153,7 +155,8 @@ def check_drift(
         cfg.prediction_threshold, noise_floor(ref["label"].to_numpy(), cur["label"].to_numpy(), _js, cfg)
     )
     for c in STAT_COLUMNS:
-        floor = noise_floor(ref[c].to_numpy(float), cur[c].to_numpy(float), _wasserstein_norm, cfg)
+        r = ref[c].to_numpy(float)
+        floor = noise_floor(r, cur[c].to_numpy(float), _wasserstein_normed_by(float(np.std(r))), cfg)
         thresholds[c] = max(cfg.stat_threshold, floor)
     drifted = {k: v > thresholds[k] for k, v in scores.items()}
     status = "drift" if any(drifted.values()) else "ok"
