@@ -1,7 +1,8 @@
 """Drift monitoring figures: check time for 5,000 × 512, and on the demo champion the false
 alarms over 20 same-distribution windows and the detection delay of a night-style shift.
 
-Run: .venv/bin/python bench/drift.py  (needs a champion: `make demo`); writes bench/results/drift.json.
+Run: .venv/bin/python bench/drift.py [--version N ...]  (needs a champion: `make demo`);
+writes bench/results/drift.json.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def windows(style: str, seed: int, n: int, predictor) -> pd.DataFrame:  # noqa: 
     return pd.DataFrame(rows)
 
 
-def on_champion() -> dict:
+def on_model(version: str | None = None) -> dict:
+    """The champion (or registry `version`): day windows vs its reference, and a night shift."""
     from clip_har.monitoring.drift import check_drift
     from clip_har.monitoring.reference import REFERENCE
     from clip_har.registry import champion_onnx
@@ -71,7 +73,11 @@ def on_champion() -> dict:
 
     state = StateDir.from_env()
     with tempfile.TemporaryDirectory() as tmp:
-        version, onnx_dir = champion_onnx(client(state.mlflow_uri), "clip-har", Path(tmp))
+        if version is None:
+            version, onnx_dir = champion_onnx(client(state.mlflow_uri), "clip-har", Path(tmp))
+        else:
+            run_id = client(state.mlflow_uri).get_model_version("clip-har", version).run_id
+            onnx_dir = Path(client(state.mlflow_uri).download_artifacts(run_id, "onnx", tmp))
         predictor = Predictor(onnx_dir)
         if not (onnx_dir / REFERENCE).is_file():  # champions exported before reference windows existed
             from clip_har.monitoring.reference import save_reference
@@ -90,24 +96,32 @@ def on_champion() -> dict:
                 break
         scores = check_drift(reference, night).scores
     return {
-        "champion": version,
+        "model_version": version,
+        "reference_rows": len(reference),
         "false_alarms_of_20": alarms.count("drift"),
         "night_detected_within": delay,
         "night_scores": {k: round(v, 4) for k, v in scores.items()},
     }
 
 
-def main() -> dict:
-    result = {"timing": timing(), "champion": on_champion()}
+def main(argv: list[str] | None = None) -> dict:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--version", action="append", help="registry version(s) to measure; default the champion")
+    args = parser.parse_args(argv)
+    result = {"timing": timing(), "models": [on_model(v) for v in (args.version or [None])]}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "drift.json").write_text(json.dumps(result, indent=2) + "\n")
-    t, c = result["timing"], result["champion"]
+    t = result["timing"]
     print(f"check {t['rows']}x{t['dim']}: {t['seconds']} s")
-    print(
-        f"false alarms over 20 day windows: {c['false_alarms_of_20']}; "
-        f"night detected within: {c['night_detected_within']} predictions"
-    )
-    print(f"night scores: {c['night_scores']}")
+    print("| model | reference rows | false alarms / 20 day windows | night detected within | night scores |")
+    print("|---|---|---|---|---|")
+    for m in result["models"]:
+        print(
+            f"| v{m['model_version']} | {m['reference_rows']} | {m['false_alarms_of_20']} | "
+            f"{m['night_detected_within']} | {m['night_scores']} |"
+        )
     return result
 
 

@@ -47,6 +47,17 @@ def test_small_reference_windows_do_not_alarm_on_chance_differences() -> None:
     assert shifted.status == "drift" and shifted.drifted["brightness"]
 
 
+def test_traffic_covered_by_a_mixed_reference_is_no_alarm() -> None:
+    """A champion retrained on day and night photos: day-only traffic differs from the reference
+    by its mix alone (Evidently flags it) but lies inside its support, so no retraining alarm;
+    traffic from unseen conditions still alarms."""
+    reference = pd.concat([window(1200, 0), window(300, 50, shift=2.0, dark=80)], ignore_index=True)
+    day_only = check_drift(reference, window(300, 1))
+    assert day_only.drifted["brightness"] and not day_only.drifted["novel"] and day_only.status == "ok"
+    unseen = check_drift(reference, window(300, 2, dark=-90))  # brighter than anything in the reference
+    assert unseen.drifted["novel"] and unseen.status == "drift"
+
+
 def test_too_few_predictions_is_insufficient_data() -> None:
     r = check_drift(window(500, 0), window(50, 1, shift=3.0), DriftConfig(min_rows=200))
     assert r.status == "insufficient_data" and not r.is_drift and r.scores == {}

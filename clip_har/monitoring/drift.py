@@ -1,6 +1,12 @@
 """Drift between the champion's reference window and a window of logged predictions, with
 Evidently: embedding drift (classifier method, which measured correctly here — see STACK.md),
 prediction drift and image-statistic drift. Too few predictions → "insufficient_data", no alarm.
+
+An input shift (embeddings, brightness, contrast) raises the alarm only when a share of the
+window lies outside the reference's support (new conditions). A reference that mixes
+conditions — a champion retrained on day and night photos — differs from day-only traffic by
+its mix alone; that traffic is still covered, and retraining would not help, so it is reported
+but is no alarm. Prediction drift alarms on its own.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ class DriftConfig:
     noise_quantile: float = 0.999
     n_permutations: int = 1000
     noise_rows: int = 1000
+    # Share of the window outside the reference's support (embedding farther from every reference
+    # embedding than 99% of reference rows are from their nearest neighbour, or brightness/contrast
+    # beyond the reference's 0.5–99.5% range); ~3% by construction on the same distribution.
+    novel_threshold: float = 0.10
 
 
 @dataclass
@@ -103,6 +113,26 @@ def auc_noise_floor(n_ref: int, n_cur: int, q: float) -> float:
     return 0.5 + float(norm.ppf(q)) * ((n1 + n2 + 1) / (12 * n1 * n2)) ** 0.5
 
 
+def novel_fraction(ref: pd.DataFrame, cur: pd.DataFrame) -> float:
+    """Share of current rows outside the reference's support (see `DriftConfig.novel_threshold`)."""
+    from clip_har.monitoring.review import Novelty
+
+    def unit(df: pd.DataFrame) -> np.ndarray:
+        e = np.stack(df["embedding"].to_numpy()).astype(np.float32)
+        return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+
+    r, c = unit(ref), unit(cur)
+    self_sim = r @ r.T
+    np.fill_diagonal(self_sim, -np.inf)  # leave-one-out: a row is not its own neighbour
+    edge = np.quantile(self_sim.max(axis=1), 0.01)
+    novel = (c @ r.T).max(axis=1) < edge
+    bounds = Novelty.from_reference(ref).bounds
+    for name, (lo, hi) in bounds.items():
+        v = cur[name].to_numpy(float)
+        novel |= (v < lo) | (v > hi)
+    return float(novel.mean())
+
+
 def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df.sample(n, random_state=seed) if len(df) > n else df
 
@@ -159,7 +189,10 @@ def check_drift(
         floor = noise_floor(r, cur[c].to_numpy(float), _wasserstein_normed_by(float(np.std(r))), cfg)
         thresholds[c] = max(cfg.stat_threshold, floor)
     drifted = {k: v > thresholds[k] for k, v in scores.items()}
-    status = "drift" if any(drifted.values()) else "ok"
+    scores["novel"], thresholds["novel"] = novel_fraction(ref, cur), cfg.novel_threshold
+    drifted["novel"] = scores["novel"] > cfg.novel_threshold
+    input_shift = any(drifted[k] for k in ("embedding", *STAT_COLUMNS))
+    status = "drift" if drifted["prediction"] or (input_shift and drifted["novel"]) else "ok"
     result = DriftResult(status, len(current), len(reference), scores, drifted, str(html) if html else None, thresholds)
     if html is not None:  # the verdict (embedding included) next to Evidently's value-drift report
         Path(html).with_suffix(".json").write_text(json.dumps(result.to_dict(), indent=2))
