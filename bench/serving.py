@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             stop(proc)
         result["raw_ort_ips"], result["raw_ort_best_batch"] = raw_ort(onnx_dir / "image.onnx", size)
+        result["raw_ort_int8_ips"], _ = raw_ort(onnx_dir / INT8_ONNX, size)
     result |= {
         "bento_rps": result["onnx"]["rps"],
         "bento_p99_ms": result["onnx"]["p99_ms"],
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     result["bento_vs_naive_rps"] = round(result["bento_rps"] / max(result["naive_rps"], 1e-9), 2)
     result["bento_vs_raw_ort"] = round(result["bento_rps"] / max(result["raw_ort_ips"], 1e-9), 3)
+    result["bento_int8_vs_naive_rps"] = round(result["bento_int8_rps"] / max(result["naive_rps"], 1e-9), 2)
+    result["bento_int8_vs_raw_ort_int8"] = round(result["bento_int8_rps"] / max(result["raw_ort_int8_ips"], 1e-9), 3)
     if "onnx-nolog" in result:  # the prediction log's cost, as a share of throughput without it
         nolog = result["onnx-nolog"]["rps"]
         result["prediction_log_overhead"] = round(1 - result["bento_rps"] / max(nolog, 1e-9), 3)
@@ -254,8 +257,10 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r['rps']:>8} {r['p50_ms']:>8} {r['p99_ms']:>8} {r['errors']:>7}"
         )
     print(
-        f"raw ORT {result['raw_ort_ips']} img/s at batch {result['raw_ort_best_batch']}; "
-        f"bento/naive {result['bento_vs_naive_rps']}x; bento/raw {result['bento_vs_raw_ort']}"
+        f"raw ORT {result['raw_ort_ips']} img/s at batch {result['raw_ort_best_batch']} (int8 "
+        f"{result['raw_ort_int8_ips']}); bento/naive {result['bento_vs_naive_rps']}x, bento/raw "
+        f"{result['bento_vs_raw_ort']}; int8: {result['bento_int8_vs_naive_rps']}x naive, "
+        f"{result['bento_int8_vs_raw_ort_int8']} of raw int8"
     )
     return result
 
