@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
             "BENTOML_HOME": str(work / "bentoml"),
             "BENTOML_DO_NOT_TRACK": "true",
             "CLIP_HAR_PREDICTION_LOG": str(work / "predictions"),
+            "CLIP_HAR_HOME": str(work / "state"),  # the review queue and anything else stay in the work dir
         }
         code = (
             "from pathlib import Path; from deployments.bento_pack import save_to_store; "

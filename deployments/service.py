@@ -55,7 +55,8 @@ def _slot():  # noqa: ANN202 - heavy imports kept out of module import
     from clip_har.serving.predictor import Predictor
 
     backend, max_pixels = os.environ.get("CLIP_HAR_BACKEND", "onnx"), Limits.from_env().max_pixels
-    slot = ModelSlot(_resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels), _find)
+    # no spinning: the entry process and the HTTP servers share these cores with ONNX Runtime
+    slot = ModelSlot(_resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels, spin=False), _find)
     slot.switch(MODEL_TAG)
     return slot
 

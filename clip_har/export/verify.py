@@ -62,12 +62,17 @@ class ExportRecord:
         )
 
 
-def ort_session(path: Path, threads: int = 0):  # noqa: ANN201 - onnxruntime.InferenceSession
+def ort_session(path: Path, threads: int = 0, spin: bool = True):  # noqa: ANN201 - onnxruntime.InferenceSession
+    """`spin=False` for servers: ORT's idle worker threads otherwise busy-wait between runs and
+    take the CPU that request decoding and HTTP need in the other processes."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 

@@ -64,9 +64,17 @@ def entropy(probs: np.ndarray) -> float:
 
 
 class ReviewQueue:
-    def __init__(self, root: Path, max_score: float = 0.5, min_entropy: float = 0.6, max_pending: int = 10_000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_score: float = 0.5,
+        min_entropy: float = 0.6,
+        max_pending: int = 10_000,
+        recount_s: float = 5.0,
+    ) -> None:
         self.root = Path(root)
         self.max_score, self.min_entropy, self.max_pending = max_score, min_entropy, max_pending
+        self.recount_s, self._count, self._counted_at = recount_s, 0, float("-inf")
 
     def is_uncertain(self, probs: np.ndarray) -> bool:
         return float(np.max(probs)) < self.max_score or entropy(probs) > self.min_entropy
@@ -87,7 +95,7 @@ class ReviewQueue:
             return None
         pending = self.root / PENDING
         pending.mkdir(parents=True, exist_ok=True)
-        if sum(1 for _ in pending.glob("*.json")) >= self.max_pending:
+        if self._pending_count(pending) >= self.max_pending:
             return None
         k = int(np.argmax(probs))
         item = ReviewItem(
@@ -102,7 +110,16 @@ class ReviewQueue:
         )
         (pending / f"{item.id}{suffix}").write_bytes(image)
         _write_json(pending / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
+        self._count += 1
         return item.id
+
+    def _pending_count(self, pending: Path) -> int:
+        """Pending items, recounted from disk at most every few seconds (people label from other
+        processes); a scan per offer would make a long queue slow down every request."""
+        now = time.monotonic()
+        if now - self._counted_at > self.recount_s:
+            self._count, self._counted_at = sum(1 for _ in pending.glob("*.json")), now
+        return self._count
 
     def items(self, state: str = PENDING) -> list[ReviewItem]:
         folder = self.root / state

@@ -38,7 +38,9 @@ class Predictor:
     """ONNX Runtime backends (fp32, int8); `pytorch` runs the stored PyTorch artifact instead,
     behind the same interface, for comparison and for models that do not export."""
 
-    def __init__(self, onnx_dir: Path, backend: str = "onnx", threads: int = 0, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(
+        self, onnx_dir: Path, backend: str = "onnx", threads: int = 0, max_pixels: int = MAX_PIXELS, spin: bool = True
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
         self.dir = Path(onnx_dir)
@@ -63,7 +65,7 @@ class Predictor:
         image = self.dir / (INT8_ONNX if backend == "onnx-int8" else IMAGE_ONNX)
         if not image.is_file():
             raise FileNotFoundError(f"{image} is missing (int8 ships only when it passed its checks)")
-        self._image = ort_session(image, threads)
+        self._image = ort_session(image, threads, spin)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bytes → preprocessed array; ValueError with a reason for anything unusable."""
