@@ -171,8 +171,10 @@ class ClipHar:
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == 2:
                     raise
-        # A result from a model this worker has not seen yet (another entry worker switched) loads it.
-        return await asyncio.to_thread(split_results, out, self.slot)
+        generation = int(out[0, -1])
+        if not self.slot.has(generation):  # another entry worker switched: load that model here too
+            await asyncio.to_thread(self.slot.get, generation)
+        return split_results(out, self.slot)
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[Path], top_k: int = 5) -> dict:

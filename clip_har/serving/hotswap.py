@@ -110,6 +110,9 @@ class ModelSlot:
         loaded = self.prepare(tag)
         return loaded, self.activate(loaded)
 
+    def has(self, generation: int) -> bool:
+        return generation in self._models
+
     def get(self, generation: int) -> Loaded:
         """The model that produced a result; loads it when another process switched to it."""
         known = self._models.get(generation)
