@@ -58,6 +58,10 @@ def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_di
     assert not second["registration"]["promoted"] and second["registration"]["version"] == "2"
     assert second["data_version"]["tag"] == "tiny-v1"  # same data, same version
     assert champion_version(c, "clip-har") == "1"
+    # the champion sat the challenger's exam: re-scored on the same test split, same data → same score
+    assert second["eval"]["champion"] and second["gate"]["champion_macro_f1"] == pytest.approx(
+        first["macro_f1"], abs=1e-9
+    )
     mv = c.get_model_version("clip-har", "2")
     assert mv.tags["status"] == "rejected" and "beats_champion" in mv.tags["rejected_because"]
     assert mv.tags["lineage.data_version"] == "tiny-v1"
