@@ -55,7 +55,7 @@ loop-demo: install
 bench: install
 	$(BIN)/python bench/synth.py
 	$(BIN)/python bench/serving.py --model demo
-	$(BIN)/python bench/serving.py --model ViT-B-32 --requests 120
+	$(BIN)/python bench/serving.py --model ViT-B-32 --requests 300
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
