@@ -1,5 +1,6 @@
-"""`clip-har`: the command line. Library commands run in-process; `pipeline run` runs the
-Prefect flow in ephemeral mode. Errors print one readable line and exit non-zero."""
+"""`clip-har`: the command line. Library commands run in-process; `pipeline run` and `data add`
+run their Prefect flow against the local stack's server when it is up (`clip-har up`), else in
+ephemeral mode. Errors print one readable line and exit non-zero."""
 
 from __future__ import annotations
 
@@ -36,8 +37,16 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _state() -> StateDir:
+    import os
+
+    from clip_har_cli.stack import api_url
+
     state = StateDir.from_env()
     state.apply_env()
+    # With the stack up, flows run against its server: their runs show in the UI and their
+    # events (e.g. `data add` → clip-har.data.arrived) reach the automations.
+    if "PREFECT_API_URL" not in os.environ and (url := api_url(state)):
+        os.environ["PREFECT_API_URL"] = url
     return state
 
 
@@ -261,7 +270,7 @@ def up() -> None:
     for name, url in urls.items():
         typer.echo(f"{name:8} {url}")
     typer.echo(
-        f"logs and PIDs: {_state().root / 'stack'}; CLI against the server: source {_state().root / 'stack' / 'env'}"
+        f"logs and PIDs: {_state().root / 'stack'}; `clip-har` flows (pipeline run, data add) now run on this server"
     )
 
 

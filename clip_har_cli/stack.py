@@ -117,10 +117,20 @@ def up(echo=print) -> dict[str, str]:  # noqa: ANN001
     if _has_champion(state):
         _start(state, "service", serve, env)
         urls["service"] = f"http://127.0.0.1:{p['service']}"
+        if not wait_http(f"{urls['service']}/readyz", 180, alive=lambda: running(state, "service") is not None):
+            echo(f"the service is not ready yet; see {state.root / 'stack' / 'service.log'}")
     else:
         echo("no packaged champion yet: the service starts with the next `make up` after `make demo`")
     (state.root / "stack" / "env").write_text(f"export PREFECT_API_URL={api}\n")
     return urls
+
+
+def api_url(state: StateDir) -> str | None:
+    """The stack's Prefect API while its server runs (what `up` wrote to <state>/stack/env)."""
+    env = state.root / "stack" / "env"
+    if not running(state, "prefect") or not env.is_file():
+        return None
+    return env.read_text().strip().removeprefix("export PREFECT_API_URL=") or None
 
 
 def _has_champion(state: StateDir) -> bool:

@@ -32,6 +32,7 @@ def test_up_then_down_twice(state_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert urls == urls_again and "service" not in urls  # no champion in a fresh state dir
         assert any("no packaged champion" in s for s in said)
         assert httpx.get(f"{urls['prefect']}/api/health", timeout=10).status_code == 200
+        assert stack.api_url(stack.StateDir.from_env()) == f"{urls['prefect']}/api"  # the CLI's flows go there
         pids = {n: stack.running(stack.StateDir.from_env(), n) for n in ("prefect", "worker", "mlflow")}
         assert all(pids.values()), pids
     finally:
@@ -41,3 +42,4 @@ def test_up_then_down_twice(state_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
     assert stack.down(said.append) == []
+    assert stack.api_url(stack.StateDir.from_env()) is None
