@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -74,29 +73,29 @@ class Timeline:
 
 @dataclass
 class Traffic:
-    root: Path
-    truth: dict[str, str]  # sha256 of the image bytes → true label
+    labels: dict[Path, str]  # image file → true label
+
+    def truth(self) -> dict[str, str]:
+        """sha256 of the image bytes → true label: how the reviewer recognises queued copies."""
+        return {hashlib.sha256(f.read_bytes()).hexdigest(): label for f, label in self.labels.items()}
 
 
 def render(cfg: PipelineConfig, dest: Path, n: int, seed: int, style: str) -> Traffic:
     root = synthesize(dest, synth_spec(cfg, n=n, seed=seed, style=style))
     manifest = pd.read_csv(root / "manifest.csv")
-    pairs = zip(manifest.path, manifest.label, strict=True)
-    truth = {hashlib.sha256((root / p).read_bytes()).hexdigest(): label for p, label in pairs}
-    return Traffic(root, truth)
+    return Traffic({root / p: label for p, label in zip(manifest.path, manifest.label, strict=True)})
 
 
 def send(url: str, traffic: Traffic, s: LoopSettings) -> dict[str, Any]:
     """Every image once through POST /predict; accuracy against the truth and versions seen."""
-    files = sorted((traffic.root / "images").rglob("*.jpg"))
+    files = sorted(traffic.labels)
     chunks = [files[i : i + s.per_request] for i in range(0, len(files), s.per_request)]
     with httpx.Client(timeout=120) as client, ThreadPoolExecutor(s.concurrency) as pool:
         answers = list(pool.map(lambda chunk: (chunk, predict_files(client, url, chunk)), chunks))
     right, versions = 0, set()
     for chunk, body in answers:
         versions.add(body["model_version"])
-        for f, r in zip(chunk, body["results"], strict=True):
-            right += r["label"] == traffic.truth[hashlib.sha256(f.read_bytes()).hexdigest()]
+        right += sum(r["label"] == traffic.labels[f] for f, r in zip(chunk, body["results"], strict=True))
     return {"n": len(files), "accuracy": round(right / max(len(files), 1), 3), "versions": sorted(versions)}
 
 
@@ -178,13 +177,9 @@ def check_cooldown(cooldown_s: float) -> None:
     """An automated training run inside the cooldown would make this loop's run stand down."""
     from datetime import timedelta
 
-    from tasks.guard import EVENT_REASONS
+    from tasks.guard import event_triggered
 
-    recent = [
-        r
-        for r in runs_since(TRAINING, datetime.now(UTC) - timedelta(seconds=cooldown_s))
-        if str((r.parameters or {}).get("reason", "")).startswith(EVENT_REASONS)
-    ]
+    recent = [r for r in runs_since(TRAINING, datetime.now(UTC) - timedelta(seconds=cooldown_s)) if event_triggered(r)]
     if recent:
         raise LoopError(
             f"an automated training run ({recent[-1].id}) started within the retraining cooldown "
@@ -239,7 +234,7 @@ def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
     """The whole loop on the stack (started if needed); the timeline is also saved as JSON."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.guard import COOLDOWN_ENV, DEFAULT_COOLDOWN_S
+    from tasks.guard import cooldown_s
 
     state = StateDir.from_env()
     state.apply_env()
@@ -247,7 +242,7 @@ def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
     urls = stack.up(echo)
     tl.add("stack", ", ".join(f"{k} {v}" for k, v in urls.items()))
     with temporary_settings({PREFECT_API_URL: f"{urls['prefect']}/api"}):
-        check_cooldown(float(os.environ.get(COOLDOWN_ENV, DEFAULT_COOLDOWN_S)))
+        check_cooldown(cooldown_s())
         url = ensure_service(state, urls, tl, echo)
         before = model_info(url)["model_version"]
         start_window(state.root / "reports")
@@ -258,7 +253,7 @@ def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
             raise LoopError("same-distribution traffic raised a drift alarm (a false alarm); see the report")
         night = render(cfg, work / "night", s.n_night, s.seed + 1, "night")
         night_before = traffic_phase(state, url, night, s, tl, "night traffic")
-        counts = label_queue(state, night.truth | day.truth, list(cfg.data.classes), work / "labelled")
+        counts = label_queue(state, night.truth() | day.truth(), list(cfg.data.classes), work / "labelled")
         tl.add("review", f"reviewer labelled {counts['novel']} novel + {counts['uncertain']} uncertain images")
         since = datetime.now(UTC)
         run = run_deployment_and_wait(INGEST, {"folder": str(work / "labelled")}, 900)

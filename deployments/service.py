@@ -50,13 +50,15 @@ def _find(generation: int) -> str | None:
     return next((str(m.tag) for m in bentoml.models.list(MODEL_NAME) if generation_id(str(m.tag)) == generation), None)
 
 
-def _slot():  # noqa: ANN202 - heavy imports kept out of module import
+def _slot(warm: bool):  # noqa: ANN202 - heavy imports kept out of module import
     from clip_har.serving.hotswap import ModelSlot
     from clip_har.serving.predictor import Predictor
 
     backend, max_pixels = os.environ.get("CLIP_HAR_BACKEND", "onnx"), Limits.from_env().max_pixels
     # no spinning: the entry process and the HTTP servers share these cores with ONNX Runtime
-    slot = ModelSlot(_resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels, spin=False), _find)
+    slot = ModelSlot(
+        _resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels, spin=False), _find, warm=warm
+    )
     slot.switch(MODEL_TAG)
     return slot
 
@@ -67,7 +69,7 @@ class HarModel:
     worker on purpose: it is the single place that decides which model is served."""
 
     def __init__(self) -> None:
-        self.slot = _slot()
+        self.slot = _slot(warm=True)
 
     @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS)
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -79,7 +81,10 @@ class HarModel:
     @bentoml.api
     def switch(self, tag: str) -> dict:
         """Load, warm and then serve `tag`; in-flight batches finish on the previous model."""
-        loaded, previous = self.slot.switch(tag)
+        try:
+            loaded, previous = self.slot.switch(tag)
+        except ValueError as exc:  # the model does not load or run: keep serving the current one
+            raise InvalidArgument(str(exc)) from exc
         return {"model_version": loaded.tag, "previous": previous.tag if previous else None}
 
     @bentoml.api
@@ -122,8 +127,9 @@ class ClipHar:
         from clip_har.monitoring.predlog import PredictionLog
         from clip_har.state import StateDir
 
-        # Labels, preprocessing and the text tower of every model the batched worker answers with
-        self.slot = _slot()
+        # Labels, preprocessing and the text tower of every model the batched worker answers with;
+        # the image graph lives in the batched worker only
+        self.slot = _slot(warm=False)
         self.limits = Limits.from_env()
         log_root = os.environ.get("CLIP_HAR_PREDICTION_LOG") or str(StateDir.from_env().root / "predictions")
         # "off" exists for measuring the log's cost (bench/serving.py --log-overhead)
@@ -135,13 +141,14 @@ class ClipHar:
     def _flush_log(self) -> None:
         self.log.close()  # graceful shutdown writes every queued prediction
 
-    def _decode(self, images: list[Path]) -> tuple[np.ndarray, list[dict[str, float]]]:
+    def _decode(self, images: list[Path]) -> tuple[np.ndarray, list[dict[str, float]], list[bytes]]:
+        """Pixels [N,3,S,S] uint8, image statistics, and the uploaded bytes (for the review queue)."""
         if not images:
             raise InvalidArgument("field 'images' needs at least one file")
         if len(images) > self.limits.max_files:
             raise InvalidArgument(f"too many files: {len(images)} > {self.limits.max_files}")
         predictor = self.slot.current.predictor
-        arrays, stats = [], []
+        arrays, stats, raw = [], [], []
         for i, path in enumerate(images):
             size = Path(path).stat().st_size
             if size == 0:
@@ -150,12 +157,14 @@ class ClipHar:
                 raise InvalidArgument(f"file {i + 1} is {size} bytes, over {self.limits.max_file_mb} MB")
             try:
                 # uint8 pixels: a quarter of the bytes to the batched worker, which normalises
-                array, stat = predictor.decode_pixels_with_stats(Path(path).read_bytes())
+                data = Path(path).read_bytes()
+                array, stat = predictor.decode_pixels_with_stats(data)
             except ValueError as exc:
                 raise InvalidArgument(f"file {i + 1}: {exc}") from exc
             arrays.append(array)
             stats.append(stat)
-        return np.stack(arrays), stats
+            raw.append(data)
+        return np.stack(arrays), stats, raw
 
     async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, Loaded]:
         """(probabilities, embeddings, the model that computed them) from the batched worker."""
@@ -182,12 +191,12 @@ class ClipHar:
         n_classes = len(self.slot.current.classes)
         if not 1 <= top_k <= n_classes:
             raise InvalidArgument(f"top_k must be in 1..{n_classes}")
-        batch, stats = self._decode(images)
+        batch, stats, raw = self._decode(images)
         probs, emb, loaded = await self._infer(batch)
         classes, version = loaded.classes, loaded.tag
         results = []
         request_id = uuid.uuid4().hex
-        for path, p, e, st in zip(images, probs, emb, stats, strict=True):
+        for path, data, p, e, st in zip(images, raw, probs, emb, stats, strict=True):
             order = np.argsort(-p)[:top_k]
             top = [{"label": classes[i], "score": float(p[i])} for i in order]
             results.append(
@@ -196,7 +205,7 @@ class ClipHar:
             self.log.append(PredictionRecord(request_id, version, top[0]["label"], top[0]["score"], e.tolist(), **st))
             novel = loaded.novelty.reason(st) if loaded.novelty else None
             if self.review is not None and (novel or self.review.is_uncertain(p)):  # wait for a person to label
-                self.review.offer(Path(path).read_bytes(), p, classes, version, Path(path).suffix or ".jpg", novel)
+                self.review.offer(data, p, classes, version, Path(path).suffix or ".jpg", novel)
         return {"model_version": version, "results": results}
 
     @bentoml.api(route="/classify")
@@ -255,10 +264,10 @@ class ClipHar:
             raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
         try:
             loaded = await asyncio.to_thread(self.slot.prepare, model)
-        except InvalidArgument:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any load or warm-up failure: keep serving the current one
-            raise InvalidArgument(f"model {model!r} cannot be served: {exc}") from exc
+        except ValueError as exc:  # nothing moved
+            raise InvalidArgument(str(exc)) from exc
+        # the batched worker loads and warms the image side; a 400 from it (the model does not
+        # run) reaches the caller as a 400, and nothing has moved
         switched = await self.model.to_async.switch(tag=loaded.tag)
         self.slot.activate(loaded)
         return switched

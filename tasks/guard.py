@@ -15,11 +15,21 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStartTime,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.runtime import flow_run
 
 EVENT_REASONS = ("drift alert", "new data")
 COOLDOWN_ENV, DEFAULT_COOLDOWN_S = "CLIP_HAR_RETRAIN_COOLDOWN_S", 1800.0
+
+
+def cooldown_s() -> float:
+    """The retraining cooldown: env CLIP_HAR_RETRAIN_COOLDOWN_S, else 30 min."""
+    return float(os.environ.get(COOLDOWN_ENV, DEFAULT_COOLDOWN_S))
+
+
+def event_triggered(run: FlowRun) -> bool:
+    """A training run started by an automation (its `reason` parameter names the event)."""
+    return str((run.parameters or {}).get("reason", "")).startswith(EVENT_REASONS)
 
 
 @task(name="dedupe-trigger", cache_policy=NO_CACHE)
@@ -30,9 +40,7 @@ def recent_training(reason: str, min_interval_s: float | None, flow_name: str = 
     did not see the data or the drift this event reports."""
     if not reason.startswith(EVENT_REASONS):
         return None
-    if min_interval_s is None:
-        min_interval_s = float(os.environ.get(COOLDOWN_ENV, DEFAULT_COOLDOWN_S))
-    since = datetime.now(UTC) - timedelta(seconds=max(min_interval_s, 0))
+    since = datetime.now(UTC) - timedelta(seconds=max(cooldown_s() if min_interval_s is None else min_interval_s, 0))
     flows = FlowFilter(name=FlowFilterName(any_=[flow_name]))
     with get_client(sync_client=True) as client:
         active = client.read_flow_runs(
@@ -45,12 +53,8 @@ def recent_training(reason: str, min_interval_s: float | None, flow_name: str = 
             flow_filter=flows, flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=since))
         )
         me = client.read_flow_run(flow_run.id) if flow_run.id else None
-    recent_events = [
-        r
-        for r in recent
-        if r.state_type in (StateType.RUNNING, StateType.COMPLETED)
-        and str((r.parameters or {}).get("reason", "")).startswith(EVENT_REASONS)
-    ]
+    counted = (StateType.RUNNING, StateType.COMPLETED)
+    recent_events = [r for r in recent if r.state_type in counted and event_triggered(r)]
     # only runs created before this one count: of two runs started together, the older goes ahead
     others = [
         r for r in [*active, *recent_events] if str(r.id) != str(flow_run.id) and (me is None or r.created < me.created)

@@ -137,13 +137,15 @@ def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return df.sample(n, random_state=seed) if len(df) > n else df
 
 
-def _embedding_drift(ref: pd.DataFrame, cur: pd.DataFrame, threshold: float) -> tuple[float, bool]:
+def _embedding_drift(ref: pd.DataFrame, cur: pd.DataFrame) -> float:
+    """ROC AUC of Evidently's classifier telling current from reference embeddings; the verdict
+    uses our own threshold (never below the chance level for these window sizes)."""
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import model
 
     ref_e = pd.DataFrame(np.stack(ref["embedding"].to_numpy()))
     cur_e = pd.DataFrame(np.stack(cur["embedding"].to_numpy()))
-    score, drifted, _ = model(threshold=threshold)(cur_e, ref_e)
-    return float(score), bool(drifted)
+    score, _, _ = model()(cur_e, ref_e)
+    return float(score)
 
 
 def _value_drift(ref: pd.DataFrame, cur: pd.DataFrame, cfg: DriftConfig, html: Path | None):  # noqa: ANN202
@@ -177,7 +179,7 @@ def check_drift(
         raise ValueError("the reference window is empty")
     ref = _sample(reference, cfg.max_reference, cfg.seed)
     cur = _sample(current, cfg.max_current, cfg.seed)
-    emb_score, _ = _embedding_drift(ref, cur, cfg.embedding_threshold)
+    emb_score = _embedding_drift(ref, cur)
     values = _value_drift(ref, cur, cfg, html)
     scores = {"embedding": emb_score, **values}
     thresholds = {"embedding": max(cfg.embedding_threshold, auc_noise_floor(len(ref), len(cur), cfg.noise_quantile))}

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clip_har.monitoring.drift import STAT_COLUMNS
+
 PENDING, LABELLED = "pending", "labelled"
 
 
@@ -38,7 +40,7 @@ class Novelty:
     """Image statistics outside the central range of the reference window's (the validation
     images the model was checked on): a cheap signal that an image comes from new conditions."""
 
-    STATS = ("brightness", "contrast")
+    STATS = STAT_COLUMNS  # the image statistics the drift check compares too
 
     def __init__(self, bounds: dict[str, tuple[float, float]]) -> None:
         self.bounds = bounds

@@ -71,8 +71,10 @@ class ModelSlot:
         factory: Callable[[Path], Predictor],
         find: Finder | None = None,
         keep: int = 3,
+        warm: bool = True,
     ) -> None:
-        self._resolve, self._factory, self._find, self._keep = resolve, factory, find, keep
+        """`warm=False` for a process that never runs the image side (the service's entry)."""
+        self._resolve, self._factory, self._find, self._keep, self._warm = resolve, factory, find, keep, warm
         self._models: OrderedDict[int, Loaded] = OrderedDict()
         self._current: Loaded | None = None
         self._lock = threading.Lock()  # one load at a time; readers never take it
@@ -84,14 +86,19 @@ class ModelSlot:
         return self._current
 
     def prepare(self, tag: str) -> Loaded:
-        """Resolve, load and warm a model without serving it; raises (nothing changed) on failure."""
+        """Resolve, load and warm a model without serving it. A model that does not load or run
+        is a ValueError naming why; nothing changes then."""
         exact, path = self._resolve(tag)
         with self._lock:
             known = self._models.get(generation_id(exact))
             if known is not None:
                 return known
-            loaded = Loaded(exact, path, self._factory(path))
-            _warm_up(loaded.predictor)
+            try:
+                loaded = Loaded(exact, path, self._factory(path))
+                if self._warm:
+                    _warm_up(loaded.predictor)
+            except Exception as exc:  # noqa: BLE001 - ORT, PyTorch and file errors alike
+                raise ValueError(f"model {exact!r} cannot be served: {exc}") from exc
             self._models[loaded.generation] = loaded
             while len(self._models) > self._keep:
                 oldest = next(iter(self._models))

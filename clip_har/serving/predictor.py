@@ -52,20 +52,28 @@ class Predictor:
         self._text_path = self.dir / TEXT_ONNX
         self._text = None
         self._tokenizer = None
-        self._torch = None
+        # The image graph (or PyTorch model) loads on the first `run`: a process that only
+        # decodes requests and scores text (the service's entry) never holds a copy of it.
+        self._runner = None
+        self._threads, self._spin = threads, spin
         if backend == "pytorch":
-            from clip_har.models.artifact import load_model
-
-            if not (self.dir / TORCH_DIR).is_dir():
-                raise FileNotFoundError(
-                    f"{self.dir / TORCH_DIR} is missing: this model was stored without PyTorch weights"
-                )
-            self._torch = load_model(self.dir / TORCH_DIR)[0].eval()
+            self._image_path = self.dir / TORCH_DIR
+            if not self._image_path.is_dir():
+                raise FileNotFoundError(f"{self._image_path} is missing: this model was stored without PyTorch weights")
             return
-        image = self.dir / (INT8_ONNX if backend == "onnx-int8" else IMAGE_ONNX)
-        if not image.is_file():
-            raise FileNotFoundError(f"{image} is missing (int8 ships only when it passed its checks)")
-        self._image = ort_session(image, threads, spin)
+        self._image_path = self.dir / (INT8_ONNX if backend == "onnx-int8" else IMAGE_ONNX)
+        if not self._image_path.is_file():
+            raise FileNotFoundError(f"{self._image_path} is missing (int8 ships only when it passed its checks)")
+
+    def _load_runner(self):  # noqa: ANN202 - an ORT session or a CLIPClassifier
+        if self._runner is None:
+            if self.backend == "pytorch":
+                from clip_har.models.artifact import load_model
+
+                self._runner = load_model(self._image_path)[0].eval()
+            else:
+                self._runner = ort_session(self._image_path, self._threads, self._spin)
+        return self._runner
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bytes → preprocessed array; ValueError with a reason for anything unusable."""
@@ -83,14 +91,14 @@ class Predictor:
         """[N,3,S,S] normalised float32, or uint8 pixels → (probabilities [N,C], embeddings [N,D])."""
         if batch.dtype == np.uint8:
             batch = normalize(batch, self.preprocess)
-        if self._torch is not None:
+        runner = self._load_runner()
+        if self.backend == "pytorch":
             import torch
 
             with torch.no_grad():
-                x = torch.from_numpy(batch.astype(np.float32))
-                emb_t = self._torch.embed(x)
-                return softmax(self._torch.head(emb_t).numpy()), emb_t.numpy()
-        logits, emb = self._image.run(["logits", "embedding"], {"pixel_values": batch.astype(np.float32)})
+                emb_t = runner.embed(torch.from_numpy(batch.astype(np.float32)))
+                return softmax(runner.head(emb_t).numpy()), emb_t.numpy()
+        logits, emb = runner.run(["logits", "embedding"], {"pixel_values": batch.astype(np.float32)})
         return softmax(logits), emb
 
     def predict(self, batch: np.ndarray, top_k: int = 5) -> list[Prediction]:
