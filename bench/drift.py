@@ -43,13 +43,14 @@ def timing(n: int = 5000, dim: int = 512) -> dict:
 
 
 def windows(style: str, seed: int, n: int, predictor) -> pd.DataFrame:  # noqa: ANN001
+    from clip_har.classes import HAR_CLASSES
     from clip_har.monitoring.predlog import image_stats
     from clip_har.preprocess import to_array
-    from clip_har.synth.generate import SynthSpec, class_counts
+    from clip_har.synth.generate import class_counts
     from clip_har.synth.scene import Shift, render_scene
 
     rows = []
-    labels = [c for c, k in class_counts(n, SynthSpec().classes, ()).items() for _ in range(k)]
+    labels = [c for c, k in class_counts(n, HAR_CLASSES, ()).items() for _ in range(k)]
     rng = np.random.default_rng(seed)
     rng.shuffle(labels)
     images = [
@@ -68,7 +69,7 @@ def on_model(version: str | None = None) -> dict:
     from clip_har.monitoring.reference import REFERENCE
     from clip_har.registry import champion_onnx
     from clip_har.serving.predictor import Predictor
-    from clip_har.state import StateDir
+    from clip_har.settings import StateDir
     from clip_har.tracking import client
 
     state = StateDir.from_env()

@@ -115,7 +115,7 @@ def model_dir_for(name: str, work: Path) -> Path:
     """The demo champion's artifact, or a random-weight artifact of an open_clip preset."""
     if name == "demo":
         from clip_har.registry import champion_version
-        from clip_har.state import StateDir
+        from clip_har.settings import StateDir
         from clip_har.tracking import client
 
         state = StateDir.from_env()

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        synthesize(Path(tmp) / "d", SynthSpec(n=args.n, size=args.size))
+        synthesize(Path(tmp) / "d", SynthSpec(n=args.n, seed=0, size=args.size))
         seconds = time.perf_counter() - t0
     result = {
         "images": args.n,

@@ -5,7 +5,6 @@ readable line, never silently ignored.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,9 +12,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from clip_har.classes import DEFAULT_TEMPLATES, HAR_CLASSES, phrase_for
+from clip_har.settings import load_settings
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
-PROFILE_ENV = "CLIP_HAR_PROFILE"
+# train/val/test fractions wherever a dataset is split (profiles, ingest, the synthetic world)
+DEFAULT_SPLITS = (0.7, 0.15, 0.15)
 
 
 class ConfigError(ValueError):
@@ -39,7 +40,7 @@ class DataConfig(_Strict):
     path: str | None = None  # image folder or CSV for the non-synthetic sources
     name: str = "demo"  # dataset name in the data registry
     classes: tuple[str, ...] = HAR_CLASSES
-    splits: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    splits: tuple[float, float, float] = DEFAULT_SPLITS
     split_seed: int = 0
     synth: SynthConfig = SynthConfig()
     min_per_class: int = 10  # data gate: fewer examples of a class than this fails the run
@@ -102,8 +103,7 @@ class ExportConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
-    model_name: str = "clip-har"
-    experiment: str = "clip-har"
+    experiment: str = "clip-har"  # the MLflow experiment; the registered model's name is a setting
 
 
 class PipelineConfig(_Strict):
@@ -145,8 +145,8 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def default_profile() -> str:
-    """CLIP_HAR_PROFILE, else `demo`: what scheduled and event-triggered runs use."""
-    return os.environ.get(PROFILE_ENV) or "demo"
+    """The `profile` setting (CLIP_HAR_PROFILE, else `demo`): what scheduled and event-triggered runs use."""
+    return load_settings().profile
 
 
 def profile_path(profile: str) -> Path:

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from clip_har.config import GateConfig
-from clip_har.evaluate import EvalReport
 from clip_har.export.verify import ExportRecord
+from clip_har.metrics import EvalReport
 
 
 @dataclass(frozen=True)

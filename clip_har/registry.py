@@ -10,12 +10,14 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from clip_har.evaluate import EvalReport
 from clip_har.gate import GateDecision
+from clip_har.metrics import EvalReport
+from clip_har.pipeline.rundir import EVAL, LINEAGE, MODEL, ONNX
+from clip_har.settings import StateDir
+from clip_har.tracking import client
 
 CHAMPION = "champion"
-REPORT_ARTIFACT = "eval/report.json"
-LINEAGE_ARTIFACT = "lineage.json"
+REPORT_ARTIFACT = f"{EVAL}/report.json"  # what the evaluate stage logs
 
 
 @dataclass
@@ -55,7 +57,7 @@ def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, li
     except MlflowException as exc:
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
-    source = f"{c.get_run(run_id).info.artifact_uri}/model"
+    source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL}"
     status = "promoting" if decision.promote else "rejected"
     tags = {
         "status": status,
@@ -86,7 +88,7 @@ def champion_status(c: MlflowClient, name: str) -> dict | None:
     lineage = {k.removeprefix("lineage."): v for k, v in mv.tags.items() if k.startswith("lineage.")}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            lineage_file = json.loads(Path(c.download_artifacts(mv.run_id, LINEAGE_ARTIFACT, tmp)).read_text())
+            lineage_file = json.loads(Path(c.download_artifacts(mv.run_id, LINEAGE, tmp)).read_text())
         except (MlflowException, OSError):
             lineage_file = {}
     return {
@@ -118,11 +120,39 @@ def _champion_artifact(c: MlflowClient, name: str, dest: Path, artifact: str, ma
 
 def champion_onnx(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:
     """The champion's version and its exported ONNX directory (downloaded once into `dest`)."""
-    return _champion_artifact(c, name, dest, "onnx", "onnx_meta.json")
+    from clip_har.export.onnx_export import ONNX_META
+
+    return _champion_artifact(c, name, dest, ONNX, ONNX_META)
 
 
 def champion_model_dir(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:
     """The champion's version and its PyTorch model artifact (downloaded once into `dest`)."""
     from clip_har.models.artifact import META
 
-    return _champion_artifact(c, name, dest, "model", META)
+    return _champion_artifact(c, name, dest, MODEL, META)
+
+
+@dataclass(frozen=True)
+class ServedChampion:
+    version: str
+    bento_model: str  # the BentoML model-store tag the service loads
+    backend: str  # the backend the gate checked
+
+
+def champion_bento(state: StateDir, name: str) -> ServedChampion:
+    """What serves the champion; LookupError says why nothing can (none yet, or not packaged)."""
+    c = client(state.mlflow_uri)
+    # no registry yet: do not let the lookup create an empty MLflow database
+    version = champion_version(c, name) if state.mlflow_db.is_file() else None
+    if version is None:
+        raise LookupError("no champion yet: run `make demo` first")
+    tags = c.get_model_version(name, version).tags
+    if not tags.get("lineage.bento_model"):
+        raise LookupError(f"champion v{version} was not packaged (no BentoML model); rerun the pipeline")
+    return ServedChampion(version, tags["lineage.bento_model"], tags.get("lineage.serve_backend", "onnx"))
+
+
+def latest_registration(c: MlflowClient, name: str) -> dict[str, str]:
+    """The newest version of the model (promoted or rejected) with its tags."""
+    mv = max(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    return {"version": str(mv.version), **mv.tags}

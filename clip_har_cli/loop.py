@@ -20,17 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pandas as pd
 
 from clip_har.config import PipelineConfig, load_config
+from clip_har.data.manifest import read_manifest
 from clip_har.data.versioning import list_versions
 from clip_har.monitoring.monitor import last_verdict, start_window
 from clip_har.monitoring.predlog import read_log
 from clip_har.monitoring.review import ReviewQueue
+from clip_har.pipeline.prepare_data import synth_spec
+from clip_har.registry import latest_registration
+from clip_har.retrain import is_event_triggered, window_start
 from clip_har.serving.client import model_info, predict_files
-from clip_har.stages import synth_spec
-from clip_har.state import StateDir
+from clip_har.settings import Settings, StateDir, env_name, load_settings
 from clip_har.synth.generate import synthesize
+from clip_har.tracking import client
 from clip_har_cli import stack
 
 
@@ -82,7 +85,7 @@ class Traffic:
 
 def render(cfg: PipelineConfig, dest: Path, n: int, seed: int, style: str) -> Traffic:
     root = synthesize(dest, synth_spec(cfg, n=n, seed=seed, style=style))
-    manifest = pd.read_csv(root / "manifest.csv")
+    manifest = read_manifest(root)
     return Traffic({root / p: label for p, label in zip(manifest.path, manifest.label, strict=True)})
 
 
@@ -103,7 +106,7 @@ def wait_logged(state: StateDir, since: float, n: int, seconds: float = 60) -> i
     """The service writes its log off the request path: wait until the phase's rows are in."""
     deadline, got = time.time() + seconds, 0
     while time.time() < deadline:
-        got = len(read_log(state.root / "predictions", since=since)[0])
+        got = len(read_log(state.predictions, since=since)[0])
         if got >= n:
             return got
         time.sleep(1)
@@ -112,9 +115,9 @@ def wait_logged(state: StateDir, since: float, n: int, seconds: float = 60) -> i
 
 def label_queue(state: StateDir, truth: dict[str, str], classes: list[str], dest: Path) -> dict[str, int]:
     """The reviewer: label the pending items that came from this demo's traffic, export them."""
-    queue, counts = ReviewQueue(state.root / "review"), {"novel": 0, "uncertain": 0}
+    queue, counts = ReviewQueue(state.review), {"novel": 0, "uncertain": 0}
     for item in queue.items():
-        image = state.root / "review" / "pending" / f"{item.id}{item.suffix}"
+        image = queue.image(item)
         label = truth.get(hashlib.sha256(image.read_bytes()).hexdigest()) if image.is_file() else None
         if label is not None:
             queue.label(item.id, label, classes)
@@ -159,14 +162,6 @@ def run_detail(run: Any) -> str:  # noqa: ANN401
     return f"{run.state.name if run.state else '?'}{message}; {reason}"[:300]
 
 
-def latest_registration(state: StateDir, name: str) -> dict[str, str]:
-    from clip_har.tracking import client
-
-    c = client(state.mlflow_uri)
-    mv = max(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
-    return {"version": str(mv.version), **mv.tags}
-
-
 # deployments as `flow-name/deployment-name` (prefect.yaml names each deployment after its flow)
 TRAINING, DRIFT, INGEST, RELOAD = (
     f"{n}/{n}" for n in ("training-pipeline", "drift-monitor", "data-ingest", "service-reload")
@@ -175,17 +170,17 @@ TRAINING, DRIFT, INGEST, RELOAD = (
 
 def check_cooldown(cooldown_s: float) -> None:
     """An automated training run inside the cooldown would make this loop's run stand down."""
-    from datetime import timedelta
-
-    from tasks.guard import event_triggered
-
-    recent = [r for r in runs_since(TRAINING, datetime.now(UTC) - timedelta(seconds=cooldown_s)) if event_triggered(r)]
+    recent = [r for r in runs_since(TRAINING, window_start(cooldown_s)) if is_event_triggered(_reason(r))]
     if recent:
         raise LoopError(
             f"an automated training run ({recent[-1].id}) started within the retraining cooldown "
             f"({cooldown_s:.0f}s), so this loop's run would stand down; wait, or restart the stack "
-            "with CLIP_HAR_RETRAIN_COOLDOWN_S=0"
+            f"with {env_name('retrain_cooldown_s')}=0"
         )
+
+
+def _reason(run: Any) -> str:  # noqa: ANN401 - a FlowRun
+    return str((run.parameters or {}).get("reason", ""))
 
 
 def ensure_service(state: StateDir, urls: dict[str, str], tl: Timeline, echo=print) -> str:  # noqa: ANN001
@@ -194,13 +189,13 @@ def ensure_service(state: StateDir, urls: dict[str, str], tl: Timeline, echo=pri
         tl.add("first champion", "trained one: there was no packaged champion", str(run.id))
         urls = stack.up(echo)
     if "service" not in urls or not stack.wait_http(f"{urls['service']}/readyz", 300):
-        raise LoopError(f"the service did not come up; see {state.root / 'stack' / 'service.log'}")
+        raise LoopError(f"the service did not come up; see {state.stack / 'service.log'}")
     return urls["service"]
 
 
 def drift_check(state: StateDir, tl: Timeline) -> dict:
     run = run_deployment_and_wait(DRIFT, {}, 600)
-    verdict = last_verdict(state.root / "reports") or {}
+    verdict = last_verdict(state.reports) or {}
     scores = ", ".join(f"{k} {v:.3f}" for k, v in verdict.get("scores", {}).items())
     tl.add("drift check", f"{verdict.get('status')} ({verdict.get('n_current', 0)} predictions; {scores})", str(run.id))
     return verdict
@@ -214,13 +209,13 @@ def traffic_phase(state: StateDir, url: str, traffic: Traffic, s: LoopSettings, 
     return result
 
 
-def automation_phase(state: StateDir, cfg: PipelineConfig, since: datetime, s: LoopSettings, tl: Timeline) -> dict:
+def automation_phase(state: StateDir, model_name: str, since: datetime, s: LoopSettings, tl: Timeline) -> dict:
     """What the events started: training (one run goes ahead), the gate, the service switch."""
     deadline = time.time() + s.timeout_s
     # one run per event (data arrived, drift detected); one goes ahead, the other stands down
     for run in wait_for_runs(TRAINING, since, deadline, need=2):
         tl.add("training", run_detail(run), str(run.id))
-    reg = latest_registration(state, cfg.registry.model_name)
+    reg = latest_registration(client(state.mlflow_uri), model_name)
     if reg.get("status") != "champion":  # the safety net at work: nothing else moves
         tl.add("gate", f"REJECT v{reg['version']}: {reg.get('rejected_because', '?')}")
         return reg
@@ -234,18 +229,17 @@ def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
     """The whole loop on the stack (started if needed); the timeline is also saved as JSON."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.guard import cooldown_s
-
-    state = StateDir.from_env()
+    settings: Settings = load_settings()
+    state = settings.state
     state.apply_env()
-    cfg, tl, work = load_config(), Timeline(echo), state.root / "loop" / str(s.seed)
+    cfg, tl, work = load_config(), Timeline(echo), state.loop / str(s.seed)
     urls = stack.up(echo)
     tl.add("stack", ", ".join(f"{k} {v}" for k, v in urls.items()))
     with temporary_settings({PREFECT_API_URL: f"{urls['prefect']}/api"}):
-        check_cooldown(cooldown_s())
+        check_cooldown(settings.retrain_cooldown_s)
         url = ensure_service(state, urls, tl, echo)
         before = model_info(url)["model_version"]
-        start_window(state.root / "reports")
+        start_window(state.reports)
         tl.add("service", f"serving {before}; the drift window starts now")
         day = render(cfg, work / "day", s.n_normal, s.seed, "day")
         normal = traffic_phase(state, url, day, s, tl, "normal traffic")
@@ -261,7 +255,7 @@ def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
         tl.add("data-ingest", f"{counts['exported']} labelled images → data version {version}", str(run.id))
         if drift_check(state, tl).get("status") != "drift":
             raise LoopError("night-style traffic was not detected as drift")
-        reg = automation_phase(state, cfg, since, s, tl)
+        reg = automation_phase(state, settings.model_name, since, s, tl)
         after = model_info(url)["model_version"]
         held_out = render(cfg, work / "night-held-out", s.n_normal, s.seed + 2, "night")
         night_after = traffic_phase(state, url, held_out, s, tl, "new night images")
@@ -277,7 +271,7 @@ def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
         "night_accuracy": {"before": night_before["accuracy"], "after": night_after["accuracy"]},
         "day_accuracy_before": normal["accuracy"],
     }
-    out = state.root / "loop" / f"timeline-{s.seed}.json"
+    out = state.loop / f"timeline-{s.seed}.json"
     out.write_text(json.dumps(result, indent=2))
     tl.add("done", f"{before} → {after}; timeline saved to {out}")
     return result

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from clip_har.config import ConfigError, available_profiles, load_config
-from clip_har.state import StateDir
+from clip_har.settings import Settings, SettingsError, StateDir, load_settings
 
 app = typer.Typer(help="clip-har: train, gate and track a CLIP human-action recognizer.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: synthesize, ingest, validate, list versions.", no_args_is_help=True)
@@ -25,7 +25,9 @@ app.add_typer(review_app, name="review")
 Profile = Annotated[
     str,
     typer.Option(
-        "--profile", "-p", envvar="CLIP_HAR_PROFILE", help="Profile name (see `clip-har profiles`) or a YAML file."
+        "--profile",
+        "-p",
+        help="Profile name (see `clip-har profiles`) or a YAML file; default: CLIP_HAR_PROFILE, else demo.",
     ),
 ]
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.max_epochs=3.")]
@@ -36,17 +38,30 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _state() -> StateDir:
-    import os
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        fail(str(exc), 2)
+        raise  # unreachable: fail() exits
 
+
+def _config(profile: str, overrides: list[str] | None):  # noqa: ANN202 - PipelineConfig
+    try:
+        return load_config(profile, overrides or [])
+    except (ConfigError, SettingsError) as exc:
+        fail(str(exc), 2)
+
+
+def _state() -> StateDir:
     from clip_har_cli.stack import api_url
 
-    state = StateDir.from_env()
-    state.apply_env()
+    state = _settings().state
     # With the stack up, flows run against its server: their runs show in the UI and their
-    # events (e.g. `data add` → clip-har.data.arrived) reach the automations.
-    if "PREFECT_API_URL" not in os.environ and (url := api_url(state)):
-        os.environ["PREFECT_API_URL"] = url
+    # events (e.g. `data add` → clip-har.data.arrived) reach the automations. A PREFECT_API_URL
+    # already set wins.
+    url = api_url(state)
+    state.apply_env(extra={"PREFECT_API_URL": url} if url else None)
     return state
 
 
@@ -58,36 +73,35 @@ def profiles() -> None:
 
 
 @app.command()
-def config(profile: Profile = "demo", overrides: Overrides = None) -> None:
+def config(profile: Profile = "", overrides: Overrides = None) -> None:
     """Print the resolved config of a profile with overrides."""
-    try:
-        cfg = load_config(profile, overrides or [])
-    except ConfigError as exc:
-        fail(str(exc), 2)
-    typer.echo(cfg.model_dump_json(indent=2))
+    typer.echo(_config(profile, overrides).model_dump_json(indent=2))
 
 
 @data_app.command("synth")
 def data_synth(
     out: Path,
-    n: int = 3000,
-    seed: int = 0,
-    size: int = 128,
-    style: str = typer.Option("day", help="day or night (a drift scenario)"),
+    profile: Profile = "",
+    n: Annotated[int | None, typer.Option(help="Images (default: the profile's data.synth.n)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Generator seed (default: the profile's)")] = None,
+    size: Annotated[int | None, typer.Option(help="Stored image size (default: the profile's)")] = None,
+    style: Annotated[str | None, typer.Option(help="day or night (a drift scenario; default: the profile's)")] = None,
 ) -> None:
-    """Render a synthetic action dataset (images + manifest.csv) into OUT."""
+    """Render the profile's synthetic action world (images + manifest.csv) into OUT."""
     import time
 
-    from clip_har.synth.generate import SynthSpec, synthesize
+    from clip_har.pipeline.prepare_data import synth_spec
+    from clip_har.synth.generate import synthesize
 
-    if style not in ("day", "night"):
+    if style not in (None, "day", "night"):
         fail(f"unknown style {style!r}; use day or night", 2)
+    spec = synth_spec(_config(profile, []), n, seed, style, size)
     t0 = time.time()
     try:
-        synthesize(out, SynthSpec(n=n, seed=seed, size=size, style=style))
+        synthesize(out, spec)
     except ValueError as exc:
         fail(str(exc), 2)
-    typer.echo(f"{n} images in {out} ({time.time() - t0:.1f}s)")
+    typer.echo(f"{spec.n} images in {out} ({time.time() - t0:.1f}s)")
 
 
 @data_app.command("ingest")
@@ -111,31 +125,24 @@ def data_ingest(
 
 
 @data_app.command("validate")
-def data_validate(root: Path, profile: Profile = "demo", overrides: Overrides = None) -> None:
+def data_validate(root: Path, profile: Profile = "", overrides: Overrides = None) -> None:
     """Run the data gate (Great Expectations) on a data root; exit 1 if it fails."""
-    try:
-        cfg = load_config(profile, overrides or [])
-    except ConfigError as exc:
-        fail(str(exc), 2)
+    cfg = _config(profile, overrides)
     from clip_har.data.validate import validate_data
 
-    d = cfg.data
-    report = validate_data(root, d.classes, d.min_per_class, d.min_side, d.max_side)
+    report = validate_data(root, cfg.data)
     typer.echo(report.to_text())
     if not report.success:
         raise typer.Exit(1)
 
 
 @data_app.command("add")
-def data_add(folder: Path, profile: Profile = "demo", overrides: Overrides = None) -> None:
+def data_add(folder: Path, profile: Profile = "", overrides: Overrides = None) -> None:
     """Add labelled images (one sub-folder per class) to the profile's dataset: the data-ingest
     flow (data gate, new data version, clip-har.data.arrived)."""
     if not folder.is_dir():
         fail(f"no such folder: {folder}", 2)
-    try:
-        load_config(profile, overrides or [])
-    except ConfigError as exc:
-        fail(str(exc), 2)
+    _config(profile, overrides)
     _state()
     from flows.data_ingest import data_ingest
 
@@ -147,11 +154,13 @@ def data_add(folder: Path, profile: Profile = "demo", overrides: Overrides = Non
 
 
 @data_app.command("versions")
-def data_versions(name: str = "demo") -> None:
+def data_versions(
+    name: Annotated[str | None, typer.Option(help="Dataset (default: the profile's data.name)")] = None,
+) -> None:
     """List the data versions (registry tags) of a dataset."""
     from clip_har.data.versioning import list_versions
 
-    for tag in list_versions(_state().data_registry, name):
+    for tag in list_versions(_state().data_registry, name or _config("", []).data.name):
         typer.echo(tag)
 
 
@@ -159,35 +168,38 @@ def data_versions(name: str = "demo") -> None:
 def train(
     data_root: Annotated[Path, typer.Option(help="Data root with manifest.csv")],
     out: Annotated[Path, typer.Option(help="Run directory for checkpoints and the model")],
-    profile: Profile = "demo",
+    profile: Profile = "",
     overrides: Overrides = None,
     base_weights: Annotated[Path | None, typer.Option(help="Base CLIP weights file")] = None,
     resume: Annotated[Path | None, typer.Option(help="Checkpoint to resume from")] = None,
 ) -> None:
     """Train once, outside Prefect (DDP/FSDP ranks re-run this command)."""
-    from clip_har.train.launch import main as launch
+    from clip_har.pipeline.rundir import RunDir
+    from clip_har.train import launch
 
     state = _state()
-    args = ["--profile", profile, "--data-root", str(data_root), "--out", str(out), "--tracking-uri", state.mlflow_uri]
-    args += [a for o in overrides or [] for a in ("--set", o)]
-    args += ["--base-weights", str(base_weights)] if base_weights else []
-    args += ["--resume", str(resume)] if resume else []
-    args += ["--result", str(out / "train_result.json")]
+    args = launch.argv(
+        profile,
+        overrides or [],
+        data_root,
+        out,
+        state.mlflow_uri,
+        base_weights,
+        resume=resume,
+        result=RunDir(out).train_result,
+    )
     out.mkdir(parents=True, exist_ok=True)
-    raise typer.Exit(launch(args))
+    raise typer.Exit(launch.main(args))
 
 
 @pipeline_app.command("run")
 def pipeline_run(
-    profile: Profile = "demo",
+    profile: Profile = "",
     overrides: Overrides = None,
     reason: str = typer.Option("manual", help="Why this run starts (recorded with it)."),
 ) -> None:
     """Run the training pipeline flow (Prefect ephemeral mode) and print a summary."""
-    try:
-        load_config(profile, overrides or [])  # fail fast, before Prefect starts
-    except ConfigError as exc:
-        fail(str(exc), 2)
+    _config(profile, overrides)  # fail fast, before Prefect starts
     state = _state()
     from clip_har_cli.report import print_summary
     from flows.training_pipeline import training_pipeline
@@ -205,9 +217,11 @@ def pipeline_run(
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files, folders, CSVs (a 'path' column) or videos")],
     out: Annotated[Path, typer.Option(help="Output file: .csv or .json")] = Path("predictions.csv"),
-    batch_size: int = 32,
-    top_k: int = 3,
-    fps: Annotated[float, typer.Option(help="Frames per second sampled from videos")] = 1.0,
+    batch_size: Annotated[int | None, typer.Option(help="Images per batch (default: the flow's)")] = None,
+    top_k: Annotated[int | None, typer.Option(help="Labels per row (default: the flow's)")] = None,
+    fps: Annotated[
+        float | None, typer.Option(help="Frames per second sampled from videos (default: the flow's)")
+    ] = None,
 ) -> None:
     """Batch inference with the champion model (the batch-inference flow)."""
     missing = [str(p) for p in paths if not p.exists()]
@@ -218,9 +232,10 @@ def predict(
     _state()
     from flows.batch_inference import batch_inference
 
+    given = {"batch_size": batch_size, "top_k": top_k, "video_fps": fps}
     try:
         result = batch_inference(
-            inputs=[str(p) for p in paths], output=str(out), batch_size=batch_size, top_k=top_k, video_fps=fps
+            inputs=[str(p) for p in paths], output=str(out), **{k: v for k, v in given.items() if v is not None}
         )
     except LookupError as exc:
         fail(str(exc))
@@ -231,27 +246,23 @@ def predict(
 
 @app.command()
 def serve(
-    port: Annotated[int, typer.Option(envvar="CLIP_HAR_PORT", help="Port on 127.0.0.1")] = 3000,
-    host: Annotated[str, typer.Option(envvar="CLIP_HAR_HOST")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Port (default: CLIP_HAR_PORT, else 3000)")] = None,
+    host: Annotated[str | None, typer.Option(help="Address (default: CLIP_HAR_HOST, else 127.0.0.1)")] = None,
 ) -> None:
     """Serve the champion's Bento model over HTTP (BentoML, ONNX Runtime)."""
     import os
 
-    from clip_har.registry import champion_version
-    from clip_har.tracking import client
+    from clip_har.registry import champion_bento
+    from clip_har.settings import child_env, env_name
 
-    state = _state()
-    name = load_config().registry.model_name
-    c = client(state.mlflow_uri)
-    version = champion_version(c, name) if state.mlflow_db.is_file() else None
-    if version is None:
-        fail("no champion yet: run `make demo` first")
-    tags = c.get_model_version(name, version).tags
-    model = tags.get("lineage.bento_model")
-    if not model:
-        fail(f"champion v{version} was not packaged (no BentoML model); rerun the pipeline")
-    env = {**os.environ, "CLIP_HAR_MODEL": model, "CLIP_HAR_BACKEND": tags.get("lineage.serve_backend", "onnx")}
-    typer.echo(f"serving champion v{version} ({model}) on http://{host}:{port}")
+    state, settings = _state(), _settings()
+    try:
+        champion = champion_bento(state, settings.model_name)
+    except LookupError as exc:
+        fail(str(exc))
+    host, port = host or settings.host, port or settings.port
+    env = child_env({env_name("model"): champion.bento_model, env_name("backend"): champion.backend})
+    typer.echo(f"serving champion v{champion.version} ({champion.bento_model}) on http://{host}:{port}")
     deployments = Path(__file__).resolve().parents[1] / "deployments"
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", host, "--port", str(port)]
     os.chdir(deployments)
@@ -269,9 +280,7 @@ def up() -> None:
         fail(str(exc))
     for name, url in urls.items():
         typer.echo(f"{name:8} {url}")
-    typer.echo(
-        f"logs and PIDs: {_state().root / 'stack'}; `clip-har` flows (pipeline run, data add) now run on this server"
-    )
+    typer.echo(f"logs and PIDs: {_state().stack}; `clip-har` flows (pipeline run, data add) now run on this server")
 
 
 @app.command()
@@ -305,10 +314,10 @@ def loop_demo(
     typer.echo(f"night-style accuracy: {acc['before']} with {before}, {acc['after']} with {after}")
 
 
-def _review():  # noqa: ANN202
+def _review():  # noqa: ANN202 - a ReviewQueue, imported lazily
     from clip_har.monitoring.review import ReviewQueue
 
-    return ReviewQueue(_state().root / "review")
+    return ReviewQueue(_state().review)
 
 
 @review_app.command("list")
@@ -326,7 +335,7 @@ def review_list(labelled: bool = typer.Option(False, help="Show labelled items i
 @review_app.command("label")
 def review_label(item_id: str, label: str) -> None:
     """Give a pending item its true label."""
-    classes = list(load_config().data.classes)
+    classes = list(_config("", []).data.classes)
     try:
         item = _review().label(item_id, label, classes)
     except (KeyError, ValueError) as exc:
@@ -351,8 +360,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     from clip_har.tracking import client
 
     state = _state()
-    name = load_config().registry.model_name
-    info = champion_status(client(state.mlflow_uri), name) if state.mlflow_db.is_file() else None
+    info = champion_status(client(state.mlflow_uri), _settings().model_name) if state.mlflow_db.is_file() else None
     if as_json:
         typer.echo(json.dumps(info or {"champion": None, "state_dir": str(state.root)}, indent=2, default=str))
         return

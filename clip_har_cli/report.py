@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from clip_har.state import StateDir
+from clip_har.settings import StateDir, load_settings
 
 
 def print_summary(result: dict, state: StateDir) -> None:
@@ -30,7 +30,8 @@ def print_summary(result: dict, state: StateDir) -> None:
     if times:
         echo("stage times:   " + ", ".join(f"{name} {sec:.1f}s" for name, sec in times))
     echo("where to look:")
-    echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port 5000")
+    port = load_settings().mlflow_port
+    echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port {port}")
     echo(f"  Prefect UI:  PREFECT_HOME={state.prefect_home} .venv/bin/prefect server start --host 127.0.0.1")
     echo("  champion:    .venv/bin/clip-har status --json")
 

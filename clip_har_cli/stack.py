@@ -14,22 +14,14 @@ from pathlib import Path
 
 import httpx
 
-from clip_har.state import StateDir
+from clip_har.settings import WORK_POOL, StateDir, child_env, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP_ORDER = ("service", "worker", "mlflow", "prefect")  # served processes before the server
 
 
-def ports() -> dict[str, int]:
-    return {
-        "prefect": int(os.environ.get("CLIP_HAR_PREFECT_PORT", "4200")),
-        "mlflow": int(os.environ.get("CLIP_HAR_MLFLOW_PORT", "5000")),
-        "service": int(os.environ.get("CLIP_HAR_PORT", "3000")),
-    }
-
-
 def _pidfile(state: StateDir, name: str) -> Path:
-    return state.root / "stack" / f"{name}.pid"
+    return state.stack / f"{name}.pid"
 
 
 def running(state: StateDir, name: str) -> int | None:
@@ -49,8 +41,8 @@ def _start(state: StateDir, name: str, cmd: list[str], env: dict[str, str]) -> i
     pid = running(state, name)
     if pid:
         return pid
-    (state.root / "stack").mkdir(parents=True, exist_ok=True)
-    log = open(state.root / "stack" / f"{name}.log", "a")  # noqa: SIM115 - the child owns it
+    state.stack.mkdir(parents=True, exist_ok=True)
+    log = open(state.stack / f"{name}.log", "a")  # noqa: SIM115 - the child owns it
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _pidfile(state, name).write_text(str(proc.pid))
     return proc.pid
@@ -72,23 +64,26 @@ def wait_http(url: str, seconds: float = 90, alive: Callable[[], bool] | None = 
 
 
 def up(echo=print) -> dict[str, str]:  # noqa: ANN001
-    state = StateDir.from_env()
+    settings = load_settings()
+    state = settings.state
     state.apply_env()
-    p = ports()
-    api = f"http://127.0.0.1:{p['prefect']}/api"
+    api = settings.prefect_api
     # the worker's flows reach the service (service-reload) and the server through these
-    env = {**os.environ, "PREFECT_API_URL": api, "CLIP_HAR_SERVICE_URL": f"http://127.0.0.1:{p['service']}"}
+    env = child_env({"PREFECT_API_URL": api, env_name("service_url"): settings.service})
     py = sys.executable
+    # The UI calls the API at PREFECT_UI_API_URL, which otherwise defaults to port 4200
+    # whatever port the server listens on ("Can't connect to Server API").
+    server_env = child_env({"PREFECT_UI_API_URL": api, "PREFECT_SERVER_API_PORT": str(settings.prefect_port)})
     _start(
         state,
         "prefect",
-        [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(p["prefect"])],
-        dict(os.environ),
+        [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
+        server_env,
     )
     if not wait_http(f"{api}/health"):
-        raise RuntimeError(f"Prefect server did not start; see {state.root / 'stack' / 'prefect.log'}")
+        raise RuntimeError(f"Prefect server did not start; see {state.stack / 'prefect.log'}")
     subprocess.run(
-        [py, "-m", "prefect", "work-pool", "create", "clip-har-process", "--type", "process"],
+        [py, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -98,7 +93,7 @@ def up(echo=print) -> dict[str, str]:  # noqa: ANN001
     )
     if deploy.returncode != 0:
         raise RuntimeError(f"prefect deploy failed: {deploy.stdout[-1500:]}{deploy.stderr[-1500:]}")
-    _start(state, "worker", [py, "-m", "prefect", "worker", "start", "--pool", "clip-har-process"], env)
+    _start(state, "worker", [py, "-m", "prefect", "worker", "start", "--pool", WORK_POOL], env)
     mlflow_cmd = [
         py,
         "-m",
@@ -109,39 +104,32 @@ def up(echo=print) -> dict[str, str]:  # noqa: ANN001
         "--host",
         "127.0.0.1",
         "--port",
-        str(p["mlflow"]),
+        str(settings.mlflow_port),
     ]
     _start(state, "mlflow", mlflow_cmd, env)
-    urls = {"prefect": f"http://127.0.0.1:{p['prefect']}", "mlflow": f"http://127.0.0.1:{p['mlflow']}"}
-    serve = [py, "-m", "clip_har_cli.main", "serve", "--port", str(p["service"])]
-    if _has_champion(state):
-        _start(state, "service", serve, env)
-        urls["service"] = f"http://127.0.0.1:{p['service']}"
-        if not wait_http(f"{urls['service']}/readyz", 180, alive=lambda: running(state, "service") is not None):
-            echo(f"the service is not ready yet; see {state.root / 'stack' / 'service.log'}")
+    urls = {"prefect": api.removesuffix("/api"), "mlflow": settings.mlflow_url}
+    serve = [py, "-m", "clip_har_cli.main", "serve", "--port", str(settings.port)]
+    from clip_har.registry import champion_bento  # MLflow: only here, not for every `api_url()`
+
+    try:
+        champion_bento(state, settings.model_name)
+    except LookupError as exc:
+        echo(f"no packaged champion yet ({exc}); the service starts with the next `make up` after `make demo`")
     else:
-        echo("no packaged champion yet: the service starts with the next `make up` after `make demo`")
-    (state.root / "stack" / "env").write_text(f"export PREFECT_API_URL={api}\n")
+        _start(state, "service", serve, env)
+        urls["service"] = f"http://127.0.0.1:{settings.port}"
+        if not wait_http(f"{urls['service']}/readyz", 180, alive=lambda: running(state, "service") is not None):
+            echo(f"the service is not ready yet; see {state.stack / 'service.log'}")
+    (state.stack / "env").write_text(f"export PREFECT_API_URL={api}\n")
     return urls
 
 
 def api_url(state: StateDir) -> str | None:
     """The stack's Prefect API while its server runs (what `up` wrote to <state>/stack/env)."""
-    env = state.root / "stack" / "env"
+    env = state.stack / "env"
     if not running(state, "prefect") or not env.is_file():
         return None
     return env.read_text().strip().removeprefix("export PREFECT_API_URL=") or None
-
-
-def _has_champion(state: StateDir) -> bool:
-    if not state.mlflow_db.is_file():
-        return False
-    from clip_har.registry import champion_version
-    from clip_har.tracking import client
-
-    c = client(state.mlflow_uri)
-    version = champion_version(c, "clip-har")
-    return bool(version and c.get_model_version("clip-har", version).tags.get("lineage.bento_model"))
 
 
 def _group_alive(pgid: int) -> bool:
@@ -158,7 +146,7 @@ def _group_alive(pgid: int) -> bool:
 
 
 def down(echo=print) -> list[str]:  # noqa: ANN001
-    state = StateDir.from_env()
+    state = load_settings().state
     stopped = []
     for name in STOP_ORDER:
         pid = running(state, name)

@@ -10,23 +10,25 @@ from pathlib import Path
 
 import bentoml
 
+from clip_har.settings import load_settings
+
 DEPLOYMENTS = Path(__file__).resolve().parent
 PROJECT = DEPLOYMENTS.parent
-MODEL_NAME = "clip-har"
 
 
 def save_to_store(
-    onnx_dir: Path, lineage: dict[str, str], name: str = MODEL_NAME, model_dir: Path | None = None
+    onnx_dir: Path, lineage: dict[str, str], name: str | None = None, model_dir: Path | None = None
 ) -> str:
-    """Copy the exported model (ONNX graphs + metadata) into the BentoML model store, and the
-    PyTorch artifact beside it when given (the `pytorch` serving backend)."""
+    """Copy the exported model (ONNX graphs + metadata) into the BentoML model store under `name`
+    (default: the `model_name` setting), and the PyTorch artifact beside it when given (the
+    `pytorch` serving backend)."""
     from clip_har.export.onnx_export import OnnxMeta
     from clip_har.serving.predictor import TORCH_DIR
 
     meta = OnnxMeta.load(onnx_dir)
     labels = {"data_version": lineage.get("data_version", ""), "registry_version": lineage.get("registry_version", "")}
     metadata = {**lineage, "onnx_sha256": meta.image_sha256, "classes": json.dumps(meta.model.classes)}
-    with bentoml.models.create(name, labels=labels, metadata=metadata) as model:
+    with bentoml.models.create(name or load_settings().model_name, labels=labels, metadata=metadata) as model:
         for f in Path(onnx_dir).iterdir():
             if f.is_file():
                 shutil.copy2(f, Path(model.path) / f.name)
@@ -59,7 +61,7 @@ def build_bento() -> str:
     return out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
 
-def package(onnx_dir: Path, lineage: dict[str, str], model_dir: Path | None = None) -> dict[str, str]:
+def package(onnx_dir: Path, lineage: dict[str, str], name: str, model_dir: Path | None = None) -> dict[str, str]:
     """Model store + Bento for a promoted model; returns the tags for the lineage record."""
-    model_tag = save_to_store(onnx_dir, lineage, model_dir=model_dir)
+    model_tag = save_to_store(onnx_dir, lineage, name, model_dir)
     return {"bento_model": model_tag, "bento": build_bento()}

@@ -1,12 +1,12 @@
 """The clip-har HTTP service (BentoML). Thin: decode and validate requests, call the
-clip_har predictor, shape responses. Model from the BentoML store (env CLIP_HAR_MODEL,
-default clip-har:latest); backend from CLIP_HAR_BACKEND (onnx | onnx-int8 | pytorch)."""
+clip_har predictor, shape responses. Everything configurable is a setting (clip_har.settings):
+the model from the BentoML store (CLIP_HAR_MODEL, default <model name>:latest), the backend
+(CLIP_HAR_BACKEND: onnx | onnx-int8 | pytorch), limits, folders and the admin token."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import uuid
 from http import HTTPStatus
@@ -21,19 +21,14 @@ from fastapi import FastAPI
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.monitoring.review import ReviewQueue
-from clip_har.serving.limits import Limits
+from clip_har.settings import load_settings
 
 if TYPE_CHECKING:
     from clip_har.serving.hotswap import Loaded
 
-MODEL_TAG = os.environ.get("CLIP_HAR_MODEL", "clip-har:latest")
+SETTINGS = load_settings()  # read once per process: every process of the service sees the same environment
+MODEL_TAG = SETTINGS.serving_model
 MODEL_NAME = MODEL_TAG.split(":")[0]
-# CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a
-# full batch under load or callers get 503s (max_latency_ms is a hard deadline).
-MAX_LATENCY_MS = int(os.environ.get("CLIP_HAR_MAX_LATENCY_MS", "10000"))
-INFER_TIMEOUT_S = float(os.environ.get("CLIP_HAR_INFER_TIMEOUT_S", "30"))
-# When set, POST /admin/reload needs the header `X-Admin-Token: <token>`.
-ADMIN_TOKEN = os.environ.get("CLIP_HAR_ADMIN_TOKEN", "")
 
 
 def _resolve(tag: str) -> tuple[str, Path]:
@@ -54,7 +49,7 @@ def _slot(warm: bool):  # noqa: ANN202 - heavy imports kept out of module import
     from clip_har.serving.hotswap import ModelSlot
     from clip_har.serving.predictor import Predictor
 
-    backend, max_pixels = os.environ.get("CLIP_HAR_BACKEND", "onnx"), Limits.from_env().max_pixels
+    backend, max_pixels = SETTINGS.backend, SETTINGS.max_pixels
     # no spinning: the entry process and the HTTP servers share these cores with ONNX Runtime
     slot = ModelSlot(
         _resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels, spin=False), _find, warm=warm
@@ -71,7 +66,7 @@ class HarModel:
     def __init__(self) -> None:
         self.slot = _slot(warm=True)
 
-    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=SETTINGS.max_latency_ms)
     def infer(self, batch: np.ndarray) -> np.ndarray:
         from clip_har.serving.hotswap import tag_results
 
@@ -118,24 +113,21 @@ def parse_labels(raw: list[str] | str) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-@bentoml.service(name="clip-har", workers=int(os.environ.get("CLIP_HAR_HTTP_WORKERS", "1")), traffic={"timeout": 120})
+@bentoml.service(name="clip-har", workers=SETTINGS.http_workers, traffic={"timeout": 120})
 @bentoml.asgi_app(info_app)  # at the root so GET /model needs no redirect; BentoML's routes win
 class ClipHar:
     model = bentoml.depends(HarModel)
 
     def __init__(self) -> None:
         from clip_har.monitoring.predlog import PredictionLog
-        from clip_har.state import StateDir
 
         # Labels, preprocessing and the text tower of every model the batched worker answers with;
         # the image graph lives in the batched worker only
         self.slot = _slot(warm=False)
-        self.limits = Limits.from_env()
-        log_root = os.environ.get("CLIP_HAR_PREDICTION_LOG") or str(StateDir.from_env().root / "predictions")
-        # "off" exists for measuring the log's cost (bench/serving.py --log-overhead)
-        self.log = PredictionLog(Path(log_root)) if log_root != "off" else NullLog()
-        review_root = os.environ.get("CLIP_HAR_REVIEW_DIR") or str(StateDir.from_env().root / "review")
-        self.review = ReviewQueue(Path(review_root)) if review_root != "off" else None
+        self.limits = SETTINGS.limits
+        state = SETTINGS.state
+        self.log = PredictionLog(state.predictions) if SETTINGS.logs_predictions else NullLog()
+        self.review = ReviewQueue(state.review) if SETTINGS.keeps_review_queue else None
 
     @bentoml.on_shutdown
     def _flush_log(self) -> None:
@@ -175,7 +167,7 @@ class ClipHar:
         # answer: retry the idempotent call on resets and on a per-call deadline.
         for attempt in range(3):
             try:
-                out = np.asarray(await asyncio.wait_for(self.model.to_async.infer(batch), INFER_TIMEOUT_S))
+                out = np.asarray(await asyncio.wait_for(self.model.to_async.infer(batch), SETTINGS.infer_timeout_s))
                 break
             except (aiohttp.ClientConnectionError, TimeoutError):
                 if attempt == 2:
@@ -260,7 +252,8 @@ class ClipHar:
 
         The new model is loaded and warmed here and in the batched worker before it serves;
         requests in flight finish on the previous one, so none fails during the switch."""
-        if ADMIN_TOKEN and ctx.request.headers.get("x-admin-token") != ADMIN_TOKEN:
+        token = SETTINGS.admin_token
+        if token and ctx.request.headers.get("x-admin-token") != token:
             raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
         try:
             loaded = await asyncio.to_thread(self.slot.prepare, model)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from clip_har.state import StateDir
+from clip_har.serving.batch import BATCH_SIZE, TOP_K, VIDEO_FPS
+from clip_har.settings import load_settings
 from tasks.inference import champion_model, collect_inputs, predict_batch
 
 
@@ -12,14 +13,15 @@ from tasks.inference import champion_model, collect_inputs, predict_batch
 def batch_inference(
     inputs: list[str],
     output: str = "predictions.csv",
-    model_name: str = "clip-har",
-    batch_size: int = 32,
-    top_k: int = 3,
-    video_fps: float = 1.0,
+    model_name: str = "",
+    batch_size: int = BATCH_SIZE,
+    top_k: int = TOP_K,
+    video_fps: float = VIDEO_FPS,
 ) -> dict:
-    """Unreadable files are listed in the output with their error; they do not fail the run."""
-    state = StateDir.from_env()
-    version, onnx_dir = champion_model(state, model_name)
+    """Unreadable files are listed in the output with their error; they do not fail the run.
+    `model_name`: the registered model (default: the `model_name` setting)."""
+    settings = load_settings()
+    version, onnx_dir = champion_model(settings.state, model_name or settings.model_name)
     files = collect_inputs(inputs)
     result = predict_batch(onnx_dir, files, output, batch_size, top_k, video_fps)
     return {**result, "model_version": version, "files": len(files)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from clip_har.state import StateDir
+from clip_har.settings import StateDir
 from tasks.config import resolve_config
 from tasks.data import emit_data_arrived, ingest_labelled, version_data
 

@@ -7,11 +7,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from clip_har.stages import summary
-from clip_har.state import StateDir
+from clip_har.pipeline.summary import summary
+from clip_har.settings import load_settings
 from tasks.config import resolve_config, start_run
 from tasks.data import prepare_data, validate_data, version_data
-from tasks.export import export_model, package, record_lineage
+from tasks.export import export, package, record_lineage
 from tasks.guard import recent_training
 from tasks.model import base_weights, evaluate, train
 from tasks.registry import announce_promotion, gate, register
@@ -26,38 +26,39 @@ def training_pipeline(
 ):  # noqa: ANN201 - a summary dict, or a Cancelled state when de-duplicated
     """Train a challenger on the profile's data and promote it only if the gate passes.
 
-    `profile`: a profile name or YAML file; empty = CLIP_HAR_PROFILE, else `demo`.
+    `profile`: a profile name or YAML file; empty = the `profile` setting (CLIP_HAR_PROFILE).
     `overrides` are dotted `key=value` strings (e.g. `train.max_epochs=3`); `reason` records why
     the run started (manual, schedule, "drift alert: …", "new data: …"). Event-triggered runs
     stand down when another training run is active, or another event-triggered one started
-    within `min_interval_s` (default: env CLIP_HAR_RETRAIN_COOLDOWN_S, else 1800).
+    within `min_interval_s` (default: the CLIP_HAR_RETRAIN_COOLDOWN_S setting).
     """
     other = recent_training(reason, min_interval_s)
     if other:
         return Cancelled(message=f"de-duplicated: training run {other} is recent or running")
-    state = StateDir.from_env()
+    settings = load_settings()
+    state, name = settings.state, settings.model_name
     cfg = resolve_config(profile, overrides or [])
     run_dir = start_run(state)
     data = prepare_data(cfg, state)
-    gx_result = validate_data(cfg, data, run_dir / "data_gate.json")
+    gx_result = validate_data(cfg, data, run_dir.data_gate)
     version = version_data(state, data)
     base = base_weights(cfg, state)
     trained = train(cfg, state, data, version, base, run_dir)
-    ev = evaluate(cfg, state, trained, data, base)
-    exported = export_model(cfg, trained, data) if cfg.export.enabled else None
-    decision = gate(cfg, state, ev, exported)
-    reg = register(cfg, state, trained, decision, version, gx_result, exported)
+    ev = evaluate(cfg, state, name, trained, data, base, run_dir)
+    exported = export(cfg, data, run_dir) if cfg.export.enabled else None
+    decision = gate(cfg, state, name, ev, exported)
+    reg = register(cfg, state, name, trained, decision, version, gx_result, run_dir, exported)
     lineage = {}
     if decision.promote and exported is not None and cfg.export.package:
-        tags = package(exported, reg, str(run_dir / "lineage.json"))
-        lineage = record_lineage(state, trained, reg, tags)
+        tags = package(exported, reg, run_dir)
+        lineage = record_lineage(state, trained, reg, run_dir, tags)
     if reg.promoted:
         announce_promotion(reg, trained, lineage.get("bento_model", ""))
     return {
         **summary(reg, ev, decision, version),
         "lineage": lineage,
         "reason": reason,
-        "run_dir": str(run_dir),
+        "run_dir": str(run_dir.root),
         "flow_run_id": flow_run.id,
     }
 

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from clip_har.registry import champion_onnx
 from clip_har.serving import batch
-from clip_har.state import StateDir
+from clip_har.settings import StateDir
 from clip_har.tracking import client
 
 

@@ -2,35 +2,44 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from clip_har import stages
 from clip_har.config import PipelineConfig
 from clip_har.data.versioning import DataVersion
-from clip_har.state import StateDir
+from clip_har.pipeline import base_weights as base_stage
+from clip_har.pipeline import evaluate as evaluate_stage
+from clip_har.pipeline import train as train_stage
+from clip_har.pipeline.evaluate import EvalSummary
+from clip_har.pipeline.prepare_data import DataRef
+from clip_har.pipeline.rundir import RunDir
+from clip_har.settings import StateDir
 from clip_har.train.trainer import TrainResult
 
 
 @task(name="base-weights", cache_policy=NO_CACHE)
 def base_weights(cfg: PipelineConfig, state: StateDir) -> str | None:
-    return stages.base_weights(cfg, state)
+    return base_stage.run(cfg, state)
 
 
 @task(name="train", cache_policy=NO_CACHE)
 def train(
-    cfg: PipelineConfig, state: StateDir, data: stages.DataRef, version: DataVersion, base: str | None, run_dir: Path
+    cfg: PipelineConfig, state: StateDir, data: DataRef, version: DataVersion, base: str | None, run_dir: RunDir
 ) -> TrainResult:
-    return stages.train_stage(cfg, state, data, version, base, run_dir)
+    return train_stage.run(cfg, state, data, version, base, run_dir)
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(
-    cfg: PipelineConfig, state: StateDir, trained: TrainResult, data: stages.DataRef, base: str | None
-) -> stages.EvalSummary:
-    summary = stages.evaluate_stage(cfg, state, trained, data, base)
+    cfg: PipelineConfig,
+    state: StateDir,
+    model_name: str,
+    trained: TrainResult,
+    data: DataRef,
+    base: str | None,
+    run_dir: RunDir,
+) -> EvalSummary:
+    summary = evaluate_stage.run(cfg, state, model_name, trained, data, base, run_dir)
     create_markdown_artifact(summary.markdown, key="evaluation", description="held-out evaluation vs zero-shot")
     return summary

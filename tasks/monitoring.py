@@ -11,14 +11,12 @@ from prefect.events import emit_event
 
 from clip_har.monitoring.drift import DriftResult
 from clip_har.monitoring.monitor import run_check
-from clip_har.state import StateDir
-
-DRIFT_EVENT = "clip-har.drift.detected"
+from clip_har.settings import DRIFT_EVENT, MODEL_RESOURCE, StateDir
 
 
 @task(name="check-drift", cache_policy=NO_CACHE)
 def check_drift(state: StateDir, onnx_dir: str, model_version: str) -> DriftResult:
-    result, window = run_check(state.root / "predictions", Path(onnx_dir), state.root / "reports")
+    result, window = run_check(state.predictions, Path(onnx_dir), state.reports)
     logger = get_run_logger()
     for part in window.skipped_parts:
         logger.warning("skipped prediction-log part %s", part)
@@ -35,7 +33,7 @@ def emit_drift(result: DriftResult, model_version: str) -> str:
     """The event automations react to (retraining); it carries the scores as the reason."""
     event = emit_event(
         event=DRIFT_EVENT,
-        resource={"prefect.resource.id": f"clip-har.model.{model_version}"},
+        resource={"prefect.resource.id": f"{MODEL_RESOURCE}.{model_version}"},
         payload={"scores": result.scores, "drifted": result.drifted, "n_current": result.n_current},
     )
     return str(event.id) if event else ""

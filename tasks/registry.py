@@ -7,22 +7,24 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from clip_har import stages
 from clip_har.config import PipelineConfig
 from clip_har.data.versioning import DataVersion
 from clip_har.gate import GateDecision
+from clip_har.pipeline import gate as gate_stage
+from clip_har.pipeline import register as register_stage
+from clip_har.pipeline.evaluate import EvalSummary
+from clip_har.pipeline.export import ExportSummary
+from clip_har.pipeline.rundir import RunDir
 from clip_har.registry import Registration
-from clip_har.state import StateDir
+from clip_har.settings import MODEL_RESOURCE, PROMOTED_EVENT, StateDir
 from clip_har.train.trainer import TrainResult
-
-PROMOTED_EVENT = "clip-har.model.promoted"
 
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate(
-    cfg: PipelineConfig, state: StateDir, ev: stages.EvalSummary, exported: stages.ExportSummary | None = None
+    cfg: PipelineConfig, state: StateDir, model_name: str, ev: EvalSummary, exported: ExportSummary | None = None
 ) -> GateDecision:
-    decision = stages.gate_stage(cfg, state, ev, exported)
+    decision = gate_stage.run(cfg, state, model_name, ev, exported)
     create_markdown_artifact(decision.to_markdown(), key="gate-decision", description="promotion gate")
     get_run_logger().info("gate: %s %s", "promote" if decision.promote else "reject", decision.reasons)
     return decision
@@ -32,13 +34,15 @@ def gate(
 def register(
     cfg: PipelineConfig,
     state: StateDir,
+    model_name: str,
     trained: TrainResult,
     decision: GateDecision,
     version: DataVersion,
     gx_result: str,
-    exported: stages.ExportSummary | None = None,
+    run_dir: RunDir,
+    exported: ExportSummary | None = None,
 ) -> Registration:
-    return stages.register_stage(cfg, state, trained, decision, version, gx_result, exported)
+    return register_stage.run(cfg, state, model_name, trained, decision, version, gx_result, run_dir, exported)
 
 
 @task(name="announce-promotion", cache_policy=NO_CACHE)
@@ -47,7 +51,7 @@ def announce_promotion(reg: Registration, trained: TrainResult, bento_model: str
     deployment reacts by switching the running service to `bento_model`."""
     event = emit_event(
         event=PROMOTED_EVENT,
-        resource={"prefect.resource.id": f"clip-har.model.{reg.version}"},
+        resource={"prefect.resource.id": f"{MODEL_RESOURCE}.{reg.version}"},
         payload={
             "model_name": reg.model_name,
             "version": reg.version,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clip_har.classes import HAR_CLASSES
+from clip_har.config import DataConfig
 from clip_har.data.validate import validate_data
 
 Breaker = Callable[[Path, pd.DataFrame], pd.DataFrame]
@@ -94,7 +94,7 @@ CASES: dict[str, tuple[Breaker, str, str | None]] = {
 
 
 def test_clean_data_passes(tiny_data: Path) -> None:
-    report = validate_data(tiny_data, HAR_CLASSES, min_per_class=5)
+    report = validate_data(tiny_data, DataConfig(min_per_class=5))
     assert report.success, report.to_text()
     assert report.evaluated >= 25
 
@@ -104,7 +104,7 @@ def test_each_failure_is_caught_and_named(case: str, tiny_data: Path) -> None:
     breaker, expectation, column = CASES[case]
     df = pd.read_csv(tiny_data / "manifest.csv")
     breaker(tiny_data, df).to_csv(tiny_data / "manifest.csv", index=False)
-    report = validate_data(tiny_data, HAR_CLASSES, min_per_class=5)
+    report = validate_data(tiny_data, DataConfig(min_per_class=5))
     assert not report.success
     hits = [f for f in report.failures if f.expectation == expectation and f.column == column]
     assert hits, report.to_text()
@@ -115,8 +115,8 @@ def test_each_failure_is_caught_and_named(case: str, tiny_data: Path) -> None:
 
 
 def test_missing_data_dir_and_manifest(tmp_path: Path) -> None:
-    report = validate_data(tmp_path / "nope", HAR_CLASSES)
+    report = validate_data(tmp_path / "nope", DataConfig())
     assert not report.success and "missing" in report.to_text()
     (tmp_path / "empty").mkdir()
-    report = validate_data(tmp_path / "empty", HAR_CLASSES)
+    report = validate_data(tmp_path / "empty", DataConfig())
     assert not report.success and "manifest" in report.to_text()

@@ -1,6 +1,6 @@
 from clip_har.config import GateConfig
-from clip_har.evaluate import EvalReport
 from clip_har.gate import decide
+from clip_har.metrics import EvalReport
 
 
 def report(macro: float, per_class: dict[str, float]) -> EvalReport:

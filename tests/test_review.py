@@ -48,7 +48,7 @@ def test_novel_images_are_kept_even_when_confident(tmp_path: Path) -> None:
     window's, still send it to review."""
     import pandas as pd
 
-    from clip_har.monitoring.review import Novelty
+    from clip_har.monitoring.novelty import Novelty
 
     rng = np.random.default_rng(0)
     reference = pd.DataFrame({"brightness": rng.normal(140, 15, 500), "contrast": rng.normal(50, 5, 500)})

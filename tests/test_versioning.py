@@ -11,11 +11,11 @@ from clip_har.synth.generate import SynthSpec, synthesize
 def test_versions_round_trip(tmp_path: Path) -> None:
     repo = init_registry(tmp_path / "registry", tmp_path / "remote")
     assert init_registry(repo, tmp_path / "remote") == repo  # idempotent
-    synthesize(dataset_dir(repo, "d"), SynthSpec(n=30, size=32))
+    synthesize(dataset_dir(repo, "d"), SynthSpec(n=30, seed=0, size=32))
     v1 = commit_version(repo, "d")
     assert v1.tag == "d-v1" and v1.md5.endswith(".dir")
     assert commit_version(repo, "d").tag == "d-v1"  # same content, same version
-    synthesize(dataset_dir(repo, "d"), SynthSpec(n=45, size=32))
+    synthesize(dataset_dir(repo, "d"), SynthSpec(n=45, seed=0, size=32))
     v2 = commit_version(repo, "d")
     assert v2.tag == "d-v2" and v2.md5 != v1.md5
     assert list_versions(repo, "d") == ["d-v1", "d-v2"]

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from clip_har.config import DEFAULT_SPLITS
+
 MANIFEST = "manifest.csv"
 COLUMNS: tuple[str, ...] = ("path", "label", "split", "sha256", "width", "height", "caption", "source")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -116,7 +118,7 @@ def _copy_in(src: Path, root: Path, label: str, index: int) -> str:
     return rel.as_posix()
 
 
-def from_folder(src: Path, dest: Path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> Path:
+def from_folder(src: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLITS, seed: int = 0) -> Path:
     """An image folder with one sub-folder per class → a data root at `dest`."""
     src = Path(src)
     if not src.is_dir():
@@ -140,7 +142,7 @@ def from_folder(src: Path, dest: Path, fractions: Sequence[float] = (0.7, 0.15, 
     return Path(dest)
 
 
-def from_csv(csv: Path, dest: Path, fractions: Sequence[float] = (0.7, 0.15, 0.15), seed: int = 0) -> Path:
+def from_csv(csv: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLITS, seed: int = 0) -> Path:
     """A CSV with `path,label[,split][,caption]` (paths relative to the CSV) → a data root."""
     csv = Path(csv)
     table = pd.read_csv(csv, dtype=str).fillna("")

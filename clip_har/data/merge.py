@@ -7,11 +7,11 @@ dataset, so a bad batch never touches the current data.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from clip_har.config import DataConfig
 from clip_har.data.manifest import (
     IMAGE_SUFFIXES,
     describe_files,
@@ -23,15 +23,7 @@ from clip_har.data.manifest import (
 from clip_har.data.validate import ValidationReport, require_valid, validate_data
 
 
-def merge_folder(
-    root: Path,
-    folder: Path,
-    classes: Sequence[str],
-    min_per_class: int,
-    fractions: Sequence[float] = (0.7, 0.15, 0.15),
-    seed: int = 0,
-    gate: tuple[int, int] = (16, 8192),
-) -> tuple[int, ValidationReport]:
+def merge_folder(root: Path, folder: Path, data: DataConfig) -> tuple[int, ValidationReport]:
     """Copy `folder/<label>/*` into `root`, split train/val/test per class like the dataset itself,
     so evaluation and the drift reference follow the data as it grows (new conditions such as
     night photos get test rows, not only training rows). Returns (rows added, gate report).
@@ -52,7 +44,7 @@ def merge_folder(
             shutil.copy2(f, tmp / rel)
             rows.append({"path": rel.as_posix(), "label": f.parent.name, "caption": "", "source": f"ingest:{f}"})
         added = describe_files(tmp, rows)
-        added["split"] = stratified_split(added["label"].tolist(), fractions, seed)
+        added["split"] = stratified_split(added["label"].tolist(), data.splits, data.split_seed)
         write_manifest(pd.concat([read_manifest(tmp), added], ignore_index=True), tmp)
-        report = require_valid(validate_data(tmp, classes, min_per_class, *gate))
+        report = require_valid(validate_data(tmp, data))
     return len(files), report

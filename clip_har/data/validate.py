@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from clip_har.config import DataConfig
 from clip_har.data.manifest import read_manifest, sha256_file
 from clip_har.preprocess import load_image
 
@@ -119,15 +119,9 @@ def _run_suite(df: pd.DataFrame, params: dict[str, object], suite_path: Path):  
     return batch.validate(suite, expectation_parameters=params, result_format="COMPLETE")
 
 
-def validate_data(
-    root: Path,
-    classes: Sequence[str],
-    min_per_class: int = 10,
-    min_side: int = 16,
-    max_side: int = 8192,
-    suite_path: Path = SUITE_PATH,
-) -> ValidationReport:
-    """Run the gate over the data root; never raises for bad data (see `require_valid`)."""
+def validate_data(root: Path, data: DataConfig, suite_path: Path = SUITE_PATH) -> ValidationReport:
+    """Run the gate over the data root with the profile's classes and thresholds; never raises
+    for bad data (see `require_valid`)."""
     root = Path(root)
     if not root.is_dir():
         fail = Failure("data_root_exists", None, "the data directory is missing", 1, [{"row": "-", "path": str(root)}])
@@ -137,7 +131,12 @@ def validate_data(
     except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         return ValidationReport(str(root), 0, 1, [Failure("manifest_readable", None, str(exc), 1)])
     checked = file_checks(df, root)
-    params = {"classes": list(classes), "min_per_class": min_per_class, "min_side": min_side, "max_side": max_side}
+    params = {
+        "classes": list(data.classes),
+        "min_per_class": data.min_per_class,
+        "min_side": data.min_side,
+        "max_side": data.max_side,
+    }
     result = _run_suite(checked, params, suite_path)
     failures = []
     for r in result.results:

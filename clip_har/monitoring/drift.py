@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-STAT_COLUMNS = ("brightness", "contrast")
+from clip_har.monitoring.novelty import STAT_COLUMNS, Novelty
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,6 @@ def auc_noise_floor(n_ref: int, n_cur: int, q: float) -> float:
 
 def novel_fraction(ref: pd.DataFrame, cur: pd.DataFrame) -> float:
     """Share of current rows outside the reference's support (see `DriftConfig.novel_threshold`)."""
-    from clip_har.monitoring.review import Novelty
 
     def unit(df: pd.DataFrame) -> np.ndarray:
         e = np.stack(df["embedding"].to_numpy()).astype(np.float32)

@@ -15,9 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-
-from clip_har.monitoring.drift import STAT_COLUMNS
 
 PENDING, LABELLED = "pending", "labelled"
 
@@ -34,29 +31,6 @@ class ReviewItem:
     label: str | None = None
     reason: str = "uncertain"
     exported: bool = False
-
-
-class Novelty:
-    """Image statistics outside the central range of the reference window's (the validation
-    images the model was checked on): a cheap signal that an image comes from new conditions."""
-
-    STATS = STAT_COLUMNS  # the image statistics the drift check compares too
-
-    def __init__(self, bounds: dict[str, tuple[float, float]]) -> None:
-        self.bounds = bounds
-
-    @classmethod
-    def from_reference(cls, reference: pd.DataFrame, tail: float = 0.005) -> Novelty:
-        cols = [c for c in cls.STATS if c in reference.columns]
-        return cls({c: (float(reference[c].quantile(tail)), float(reference[c].quantile(1 - tail))) for c in cols})
-
-    def reason(self, stats: dict[str, float]) -> str | None:
-        """Why the image is novel, or None."""
-        for name, (lo, hi) in self.bounds.items():
-            v = stats.get(name)
-            if v is not None and not lo <= v <= hi:
-                return f"novel: {name} {v:.1f} outside [{lo:.1f}, {hi:.1f}]"
-        return None
 
 
 def entropy(probs: np.ndarray) -> float:
@@ -131,6 +105,10 @@ class ReviewQueue:
             else []
         )
 
+    def image(self, item: ReviewItem, state: str = PENDING) -> Path:
+        """Where the item's image is kept."""
+        return self.root / state / f"{item.id}{item.suffix}"
+
     def label(self, item_id: str, label: str, classes: list[str]) -> ReviewItem:
         if label not in classes:
             raise ValueError(f"unknown label {label!r}; one of: {', '.join(classes)}")
@@ -141,7 +119,7 @@ class ReviewQueue:
         item.label = label
         dest = self.root / LABELLED
         dest.mkdir(parents=True, exist_ok=True)
-        shutil.move(self.root / PENDING / f"{item_id}{item.suffix}", dest / f"{item_id}{item.suffix}")
+        shutil.move(self.image(item), self.image(item, LABELLED))
         _write_json(dest / f"{item_id}.json", asdict(item))
         src.unlink()
         return item
@@ -154,10 +132,7 @@ class ReviewQueue:
             if item.exported and not again:
                 continue
             (Path(dest) / str(item.label)).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(
-                self.root / LABELLED / f"{item.id}{item.suffix}",
-                Path(dest) / str(item.label) / f"{item.id}{item.suffix}",
-            )
+            shutil.copy2(self.image(item, LABELLED), Path(dest) / str(item.label) / f"{item.id}{item.suffix}")
             item.exported = True
             _write_json(self.root / LABELLED / f"{item.id}.json", asdict(item))
             n += 1

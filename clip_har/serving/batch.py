@@ -17,6 +17,8 @@ from clip_har.data.manifest import IMAGE_SUFFIXES
 from clip_har.serving.predictor import Predictor
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+# batch-inference defaults (the flow, its deployment and `clip-har predict`)
+BATCH_SIZE, TOP_K, VIDEO_FPS = 32, 3, 1.0
 
 
 @dataclass
@@ -55,9 +57,9 @@ def _top(pred, k: int) -> str:  # noqa: ANN001
 def predict_files(
     predictor: Predictor,
     files: list[Path],
-    batch_size: int = 32,
-    top_k: int = 3,
-    video_fps: float = 1.0,
+    batch_size: int = BATCH_SIZE,
+    top_k: int = TOP_K,
+    video_fps: float = VIDEO_FPS,
     progress: Callable[[int], None] | None = None,
 ) -> list[Row]:
     rows: list[Row] = []

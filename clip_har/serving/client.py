@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import httpx
 
-
-def service_url() -> str:
-    """CLIP_HAR_SERVICE_URL, else the loopback port `make serve` / `make up` use."""
-    return os.environ.get("CLIP_HAR_SERVICE_URL") or f"http://127.0.0.1:{os.environ.get('CLIP_HAR_PORT', '3000')}"
+from clip_har.settings import load_settings
 
 
 class ServiceError(RuntimeError):
@@ -24,8 +20,9 @@ def _check(r: httpx.Response, what: str) -> dict:
 
 
 def switch_model(url: str, model: str, token: str | None = None, timeout: float = 300) -> dict:
-    """Ask the service to serve `model` (a BentoML tag); {"model_version", "previous"}."""
-    token = os.environ.get("CLIP_HAR_ADMIN_TOKEN", "") if token is None else token
+    """Ask the service to serve `model` (a BentoML tag); {"model_version", "previous"}.
+    `token`: the admin token (default: the `admin_token` setting)."""
+    token = load_settings().admin_token if token is None else token
     headers = {"X-Admin-Token": token} if token else {}
     try:
         r = httpx.post(f"{url}/admin/reload", json={"model": model}, headers=headers, timeout=timeout)

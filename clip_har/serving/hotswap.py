@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clip_har.monitoring.review import Novelty
+from clip_har.monitoring.novelty import Novelty
 
 if TYPE_CHECKING:  # the predictor pulls in ONNX Runtime; the service imports this module early
     from clip_har.serving.predictor import Predictor

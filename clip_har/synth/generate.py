@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from clip_har.classes import HAR_CLASSES
+from clip_har.config import DEFAULT_SPLITS
 from clip_har.data.manifest import MANIFEST, describe_files, staged_dir, stratified_split, write_manifest
 from clip_har.synth.scene import BACKGROUNDS, Shift, render_scene
 
@@ -21,14 +22,16 @@ GENERATOR_VERSION = 2
 
 @dataclass(frozen=True)
 class SynthSpec:
-    n: int = 3000
-    seed: int = 0
-    size: int = 128  # stored image size; the model's preprocessing resizes
+    """A sample of the synthetic world; the profile's `data.synth` says which (see `synth_spec`)."""
+
+    n: int
+    seed: int
+    size: int  # stored image size; the model's preprocessing resizes
     classes: tuple[str, ...] = HAR_CLASSES
     priors: tuple[float, ...] = ()  # empty = uniform; otherwise one weight per class (drift knob)
     style: str = "day"
     backgrounds: tuple[str, ...] = BACKGROUNDS
-    splits: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    splits: tuple[float, float, float] = DEFAULT_SPLITS
     extra: dict[str, str] = field(default_factory=dict)  # free tags recorded with the data
 
     def as_json(self) -> str:

@@ -2,7 +2,8 @@
 
 Multi-process strategies (DDP, FSDP) re-execute the launching command in every rank, so the
 pipeline starts training through this small entry point rather than from inside a flow.
-Rank 0 writes the TrainResult as JSON to --result.
+Rank 0 writes the TrainResult as JSON to --result. `argv()` builds the command line the
+pipeline's train stage and `clip-har train` both use.
 """
 
 from __future__ import annotations
@@ -10,16 +11,49 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from clip_har.config import ConfigError, load_config
+from clip_har.config import ConfigError, PipelineConfig, load_config
+from clip_har.tracking import leaves
 from clip_har.train.trainer import train
 
 
-def main(argv: list[str] | None = None) -> int:
+def argv(
+    profile: str | None,
+    overrides: Sequence[str],
+    data_root: Path,
+    out: Path,
+    tracking_uri: str,
+    base_weights: Path | None = None,
+    data_version: str | None = None,
+    resume: Path | None = None,
+    result: Path | None = None,
+) -> list[str]:
+    """The launcher's arguments (what follows `python -m clip_har.train.launch`)."""
+    args = ["--profile", profile] if profile else []
+    args += [a for o in overrides for a in ("--set", o)]
+    args += ["--data-root", str(data_root), "--out", str(out), "--tracking-uri", tracking_uri]
+    for flag, value in (("--base-weights", base_weights), ("--data-version", data_version), ("--resume", resume)):
+        args += [flag, str(value)] if value else []
+    return args + (["--result", str(result)] if result else [])
+
+
+def command(args: list[str]) -> list[str]:
+    """The launcher as a child process: every rank of a multi-process run re-executes this."""
+    return [sys.executable, "-m", "clip_har.train.launch", *args]
+
+
+def config_overrides(cfg: PipelineConfig) -> list[str]:
+    """The full config as dotted overrides, so a child process rebuilds exactly this config."""
+    tree = cfg.model_dump(mode="json", exclude={"profile"})
+    return [f"{k}={json.dumps(v)}" for k, v in leaves(tree).items()]  # JSON is valid YAML for the parser
+
+
+def main(args: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="clip_har.train.launch", description=__doc__)
-    ap.add_argument("--profile", default="demo")
+    ap.add_argument("--profile", default=None, help="default: the `profile` setting")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--data-root", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
@@ -28,23 +62,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-version", default="unversioned")
     ap.add_argument("--resume", type=Path)
     ap.add_argument("--result", type=Path)
-    args = ap.parse_args(argv)
+    ns = ap.parse_args(args)
     try:
-        cfg = load_config(args.profile, args.overrides)
+        cfg = load_config(ns.profile, ns.overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result = train(
         cfg,
-        args.data_root,
-        args.out,
-        tracking_uri=args.tracking_uri,
-        base_weights=args.base_weights,
-        data_version=args.data_version,
-        resume=args.resume,
+        ns.data_root,
+        ns.out,
+        tracking_uri=ns.tracking_uri,
+        base_weights=ns.base_weights,
+        data_version=ns.data_version,
+        resume=ns.resume,
     )
-    if result is not None and args.result:
-        args.result.write_text(json.dumps(asdict(result)))
+    if result is not None and ns.result:
+        ns.result.write_text(json.dumps(asdict(result)))
     return 0
 
 

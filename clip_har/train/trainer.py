@@ -17,6 +17,7 @@ from clip_har.data.datamodule import HARDataModule
 from clip_har.models.artifact import ModelMeta, save_model
 from clip_har.models.classifier import set_trainable
 from clip_har.models.factory import build_model
+from clip_har.pipeline.rundir import RunDir
 from clip_har.preprocess import PreprocessConfig
 from clip_har.tracking import flatten, git_sha
 from clip_har.train.module import HARModule
@@ -123,7 +124,7 @@ def train(
         preprocess=pre.to_dict(),
         lineage={"data_version": data_version, "mlflow_run_id": logger.run_id or "", "git_sha": sha},
     )
-    model_dir = save_model(model, bundle, meta, Path(out_dir) / "model")
+    model_dir = save_model(model, bundle, meta, RunDir(Path(out_dir)).model)
     score = checkpoint.best_model_score
     return TrainResult(
         run_id=logger.run_id or "",

@@ -1,4 +1,5 @@
-"""Held-out evaluation: accuracy, macro-F1, per-class P/R/F1, confusion matrix, calibration."""
+"""Evaluation metrics: accuracy, macro-F1, per-class P/R/F1, confusion matrix, calibration; the
+report they make and its renderings. What is scored on which split: `clip_har.pipeline.evaluate`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-from clip_har.data.datamodule import split_dataset
-from clip_har.models.classifier import CLIPClassifier
-from clip_har.preprocess import PreprocessConfig
 
 
 @dataclass
@@ -36,23 +32,6 @@ class EvalReport:
     @classmethod
     def load(cls, path: Path) -> EvalReport:
         return cls(**json.loads(Path(path).read_text()))
-
-
-@torch.no_grad()
-def predict_split(
-    model: CLIPClassifier, root: Path, split: str, classes: Sequence[str], pre: PreprocessConfig, batch_size: int = 128
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities [N, C] and true label indices [N] for one split."""
-    ds = split_dataset(root, split, classes, pre, cache=False)
-    model.eval()
-    probs, labels = [], []
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
-    for x, y in loader:
-        probs.append(torch.softmax(model(x), dim=-1).numpy())
-        labels.append(y.numpy())
-    if not probs:
-        raise ValueError(f"split {split!r} of {root} is empty")
-    return np.concatenate(probs), np.concatenate(labels)
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

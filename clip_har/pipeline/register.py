@@ -1,0 +1,52 @@
+"""register: model, gate decision and lineage logged to the run, then a registry version; the
+`champion` alias moves only if the gate passed."""
+
+from __future__ import annotations
+
+import json
+
+from clip_har.config import PipelineConfig
+from clip_har.data.versioning import DataVersion
+from clip_har.gate import GateDecision
+from clip_har.pipeline.export import ExportSummary
+from clip_har.pipeline.rundir import MODEL, ONNX, RunDir
+from clip_har.registry import Registration, register
+from clip_har.settings import StateDir
+from clip_har.tracking import client, git_sha
+from clip_har.train.trainer import TrainResult
+
+
+def run(
+    cfg: PipelineConfig,
+    state: StateDir,
+    model_name: str,
+    trained: TrainResult,
+    decision: GateDecision,
+    version: DataVersion,
+    validation_report: str,
+    run_dir: RunDir,
+    export: ExportSummary | None = None,
+) -> Registration:
+    c = client(state.mlflow_uri)
+    lineage = {
+        "data_version": version.tag,
+        "data_md5": version.md5,
+        "data_commit": version.commit,
+        "data_registry": version.registry,
+        "gx_result": validation_report,
+        "mlflow_run_id": trained.run_id,
+        "git_sha": git_sha(),
+        "profile": cfg.profile,
+    }
+    if export is not None:
+        lineage["onnx_sha256"] = export.image_sha256
+        lineage["serve_backend"] = export.serve_backend
+        c.log_artifacts(trained.run_id, export.onnx_dir, ONNX)
+        c.log_artifact(trained.run_id, export.record)
+    run_dir.gate_decision.write_text(decision.to_json())
+    run_dir.lineage.write_text(json.dumps(lineage, indent=2))
+    c.log_artifacts(trained.run_id, str(run_dir.model), MODEL)
+    c.log_artifact(trained.run_id, str(run_dir.gate_decision))
+    c.log_artifact(trained.run_id, str(run_dir.lineage))
+    c.set_tag(trained.run_id, "gate", "pass" if decision.promote else "reject")
+    return register(c, model_name, trained.run_id, decision, lineage)

@@ -1,0 +1,259 @@
+"""Everything clip-har reads from the environment, in one typed object, and where local state lives.
+
+`load_settings()` reads the `CLIP_HAR_*` variables (README, "Settings") each time it is called,
+so tests and child processes that change the environment see the change. Nothing here runs at
+import time; callers call `apply_env()` explicitly before they import Prefect, BentoML or MLflow,
+so those libraries write under the state dir. No other module reads `os.environ` for these.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clip_har.preprocess import MAX_PIXELS
+
+ENV_PREFIX = "CLIP_HAR_"
+
+# The events the flows emit and prefect.yaml's automations react to (a test keeps them in step).
+DATA_EVENT = "clip-har.data.arrived"
+DRIFT_EVENT = "clip-har.drift.detected"
+PROMOTED_EVENT = "clip-har.model.promoted"
+DATA_RESOURCE = "clip-har.data"  # + ".<dataset name>"
+MODEL_RESOURCE = "clip-har.model"  # + ".<registry version>"
+# The `reason` an automation gives the training run it starts; how a run knows it was
+# event-triggered (the retraining policy de-duplicates those).
+DRIFT_REASON = "drift alert"
+DATA_REASON = "new data"
+TRIGGER_REASONS = (DRIFT_REASON, DATA_REASON)
+WORK_POOL = "clip-har-process"  # the process work pool `clip-har up` serves prefect.yaml's deployments from
+
+# Telemetry off everywhere (the machine is offline anyway; this keeps libraries from trying).
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "HF_HUB_OFFLINE": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+
+Backend = Literal["onnx", "onnx-int8", "pytorch"]
+
+
+class SettingsError(ValueError):
+    """A `CLIP_HAR_*` variable with a value that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits of the HTTP service (from the settings)."""
+
+    max_files: int
+    max_file_mb: float
+    max_pixels: int
+    max_labels: int
+    max_label_chars: int
+    max_video_mb: float
+    max_frames: int
+
+
+class Settings(BaseSettings):
+    """One field per `CLIP_HAR_<FIELD>` variable; the README's settings table lists each."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True)
+
+    home: Path = Path(".clip-har")  # all local state (deleting it resets the install)
+    profile: str = "demo"  # scheduled and event-triggered runs: a profile name or YAML file
+    model_name: str = "clip-har"  # the registered model (MLflow registry and BentoML store)
+    # where things listen (loopback unless configured otherwise)
+    host: str = "127.0.0.1"
+    port: PositiveInt = 3000  # the HTTP service
+    prefect_port: PositiveInt = 4200
+    mlflow_port: PositiveInt = 5000
+    service_url: str = ""  # what flows call for the service; default http://127.0.0.1:<port>
+    # the service
+    model: str = ""  # BentoML tag it starts on; default <model_name>:latest
+    backend: Backend = "onnx"
+    admin_token: str = ""  # when set, POST /admin/reload needs `X-Admin-Token: <token>`
+    http_workers: PositiveInt = 1
+    # CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a
+    # full batch under load or callers get 503s (max_latency_ms is a hard deadline).
+    max_latency_ms: PositiveInt = 10_000
+    infer_timeout_s: PositiveFloat = 30.0
+    max_files: PositiveInt = 16  # images per request
+    max_file_mb: PositiveFloat = 10.0  # per uploaded image
+    max_pixels: PositiveInt = MAX_PIXELS  # decompression-bomb guard, checked before decoding
+    max_labels: PositiveInt = 64  # free-text labels for /classify
+    max_label_chars: PositiveInt = 200
+    max_video_mb: PositiveFloat = 100.0
+    max_frames: PositiveInt = 300  # sampled frames per video
+    # monitoring folders: default under the state dir; "off" switches the writer off (the log's
+    # "off" exists to measure its cost: bench/serving.py --log-overhead)
+    prediction_log: str = ""
+    review_dir: str = ""
+    reports_dir: str = ""
+    # an event-triggered training run stands down if another one started this recently
+    retrain_cooldown_s: float = Field(1800.0, ge=0)
+
+    @property
+    def state(self) -> StateDir:
+        def folder(value: str) -> Path | None:
+            return Path(value).resolve() if value and value != "off" else None
+
+        return StateDir(
+            self.home.resolve(), folder(self.prediction_log), folder(self.review_dir), folder(self.reports_dir)
+        )
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            self.max_files,
+            self.max_file_mb,
+            self.max_pixels,
+            self.max_labels,
+            self.max_label_chars,
+            self.max_video_mb,
+            self.max_frames,
+        )
+
+    @property
+    def logs_predictions(self) -> bool:
+        return self.prediction_log != "off"
+
+    @property
+    def keeps_review_queue(self) -> bool:
+        return self.review_dir != "off"
+
+    @property
+    def serving_model(self) -> str:
+        return self.model or f"{self.model_name}:latest"
+
+    @property
+    def service(self) -> str:
+        return self.service_url or f"http://127.0.0.1:{self.port}"
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}/api"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings() -> Settings:
+    """The settings from the environment now; SettingsError names the bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = env_name(str(first["loc"][0])) if first["loc"] else ENV_PREFIX + "*"
+        raise SettingsError(f"{name}={first.get('input')!r}: {first['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Every path of a local install, derived from one root; monitoring folders may live elsewhere."""
+
+    root: Path
+    predictions_dir: Path | None = None  # CLIP_HAR_PREDICTION_LOG
+    review_dir: Path | None = None  # CLIP_HAR_REVIEW_DIR
+    reports_dir: Path | None = None  # CLIP_HAR_REPORTS_DIR
+
+    @classmethod
+    def from_env(cls, root: str | Path | None = None) -> StateDir:
+        state = load_settings().state
+        return state if root is None else cls(Path(root).resolve())
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.root / "prefect"
+
+    @property
+    def bentoml_home(self) -> Path:
+        return self.root / "bentoml"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def data_registry(self) -> Path:
+        """The git+DVC repository holding every data version (DVC's data-registry pattern)."""
+        return self.root / "data-registry"
+
+    @property
+    def dvc_remote(self) -> Path:
+        return self.root / "dvc-remote"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def predictions(self) -> Path:
+        """The prediction log the service writes and the drift monitor reads."""
+        return self.predictions_dir or self.root / "predictions"
+
+    @property
+    def review(self) -> Path:
+        return self.review_dir or self.root / "review"
+
+    @property
+    def reports(self) -> Path:
+        """Drift verdicts and reports, ingest gate results."""
+        return self.reports_dir or self.root / "reports"
+
+    @property
+    def stack(self) -> Path:
+        """PIDs and logs of `clip-har up`."""
+        return self.root / "stack"
+
+    @property
+    def loop(self) -> Path:
+        return self.root / "loop"
+
+    def env(self) -> dict[str, str]:
+        return {
+            env_name("home"): str(self.root),
+            "PREFECT_HOME": str(self.prefect_home),
+            "BENTOML_HOME": str(self.bentoml_home),
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_REGISTRY_URI": self.mlflow_uri,
+            **TELEMETRY_OFF,
+        }
+
+    def apply_env(self, override: bool = False, extra: dict[str, str] | None = None) -> None:
+        """Export the state-dir environment (and `extra`); existing values win unless `override`."""
+        for key, value in {**self.env(), **(extra or {})}.items():
+            if override or key not in os.environ:
+                os.environ[key] = value
+        self.root.mkdir(parents=True, exist_ok=True)
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus `extra`: what a child process (server, rank) starts with."""
+    return {**os.environ, **(extra or {})}
