@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from clip_har.registry import champion_version
-from clip_har.state import StateDir
+from clip_har.settings import StateDir
 from clip_har.tracking import client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
