@@ -42,7 +42,7 @@ def timing(n: int = 5000, dim: int = 512) -> dict:
     return {"rows": n, "dim": dim, "seconds": round(time.perf_counter() - t0, 2), "status": result.status}
 
 
-def windows(style: str, seed: int, n: int, predictor) -> pd.DataFrame:  # noqa: ANN001
+def windows(style: str, seed: int, n: int, predictor) -> pd.DataFrame:
     from clip_har.classes import HAR_CLASSES
     from clip_har.monitoring.predlog import image_stats
     from clip_har.preprocess import to_array
@@ -69,22 +69,22 @@ def on_model(version: str | None = None) -> dict:
     from clip_har.monitoring.reference import REFERENCE
     from clip_har.registry import champion_onnx
     from clip_har.serving.predictor import Predictor
-    from clip_har.settings import StateDir
+    from clip_har.settings import StateDir, load_settings
     from clip_har.tracking import client
 
-    state = StateDir.from_env()
+    state, name = StateDir.from_env(), load_settings().model_name
     with tempfile.TemporaryDirectory() as tmp:
         if version is None:
-            version, onnx_dir = champion_onnx(client(state.mlflow_uri), "clip-har", Path(tmp))
+            version, onnx_dir = champion_onnx(client(state.mlflow_uri), name, Path(tmp))
         else:
-            run_id = client(state.mlflow_uri).get_model_version("clip-har", version).run_id
+            run_id = client(state.mlflow_uri).get_model_version(name, version).run_id
             onnx_dir = Path(client(state.mlflow_uri).download_artifacts(run_id, "onnx", tmp))
         predictor = Predictor(onnx_dir)
         if not (onnx_dir / REFERENCE).is_file():  # champions exported before reference windows existed
             from clip_har.monitoring.reference import save_reference
 
             c = client(state.mlflow_uri)
-            run = c.get_model_version("clip-har", version).run_id
+            run = c.get_model_version(name, version).run_id
             model_dir = c.download_artifacts(run, "model", tmp)
             save_reference(Path(model_dir), state.data_registry / "datasets" / "demo", onnx_dir / REFERENCE)
         reference = pd.read_parquet(onnx_dir / REFERENCE)

@@ -115,15 +115,15 @@ def model_dir_for(name: str, work: Path) -> Path:
     """The demo champion's artifact, or a random-weight artifact of an open_clip preset."""
     if name == "demo":
         from clip_har.registry import champion_version
-        from clip_har.settings import StateDir
+        from clip_har.settings import StateDir, load_settings
         from clip_har.tracking import client
 
-        state = StateDir.from_env()
+        state, name = StateDir.from_env(), load_settings().model_name
         c = client(state.mlflow_uri)
-        version = champion_version(c, "clip-har")
+        version = champion_version(c, name)
         if version is None:
             raise SystemExit("no demo champion: run `make demo` first")
-        run = c.get_model_version("clip-har", version).run_id
+        run = c.get_model_version(name, version).run_id
         return Path(c.download_artifacts(run, "model", str(work)))
     from clip_har.config import load_config
     from clip_har.models.artifact import ModelMeta, save_model

@@ -49,7 +49,7 @@ def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.I
         raise
     except UnidentifiedImageError as exc:
         raise ValueError("cannot decode image: not a recognised image format") from exc
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad data (truncated, …)
+    except Exception as exc:  # PIL raises many types for bad data (truncated, …)
         raise ValueError(f"cannot decode image: {exc}") from exc
     return im.convert("RGB")
 

@@ -62,7 +62,7 @@ class Step:
 
 
 class Timeline:
-    def __init__(self, echo=print) -> None:  # noqa: ANN001
+    def __init__(self, echo=print) -> None:
         self.t0, self.steps, self.echo = time.monotonic(), [], echo
 
     def add(self, step: str, detail: str, flow_run: str = "") -> None:
@@ -125,7 +125,7 @@ def label_queue(state: StateDir, truth: dict[str, str], classes: list[str], dest
     return {**counts, "exported": queue.export(dest)}
 
 
-def run_deployment_and_wait(name: str, parameters: dict, timeout_s: float) -> Any:  # noqa: ANN401 - a FlowRun
+def run_deployment_and_wait(name: str, parameters: dict, timeout_s: float) -> Any:  # a FlowRun
     from prefect.deployments import run_deployment
 
     run = run_deployment(name, parameters=parameters, timeout=timeout_s)
@@ -156,7 +156,7 @@ def wait_for_runs(deployment: str, since: datetime, deadline: float, need: int =
     raise LoopError(f"timed out waiting for {deployment} runs triggered after {since:%H:%M:%S}")
 
 
-def run_detail(run: Any) -> str:  # noqa: ANN401
+def run_detail(run: Any) -> str:
     reason = (run.parameters or {}).get("reason") or (run.parameters or {}).get("bento_model", "")
     message = f" ({run.state.message})" if run.state and run.state.message and not run.state.is_completed() else ""
     return f"{run.state.name if run.state else '?'}{message}; {reason}"[:300]
@@ -179,11 +179,11 @@ def check_cooldown(cooldown_s: float) -> None:
         )
 
 
-def _reason(run: Any) -> str:  # noqa: ANN401 - a FlowRun
+def _reason(run: Any) -> str:  # a FlowRun
     return str((run.parameters or {}).get("reason", ""))
 
 
-def ensure_service(state: StateDir, urls: dict[str, str], tl: Timeline, echo=print) -> str:  # noqa: ANN001
+def ensure_service(state: StateDir, urls: dict[str, str], tl: Timeline, echo=print) -> str:
     if "service" not in urls:
         run = run_deployment_and_wait(TRAINING, {"reason": "manual: first champion for the loop demo"}, 3600)
         tl.add("first champion", "trained one: there was no packaged champion", str(run.id))
@@ -225,7 +225,7 @@ def automation_phase(state: StateDir, model_name: str, since: datetime, s: LoopS
     return reg
 
 
-def run_loop(s: LoopSettings, echo=print) -> dict:  # noqa: ANN001
+def run_loop(s: LoopSettings, echo=print) -> dict:
     """The whole loop on the stack (started if needed); the timeline is also saved as JSON."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
-from clip_har.config import ConfigError, available_profiles, load_config
+from clip_har.config import ConfigError, PipelineConfig, available_profiles, load_config
 from clip_har.settings import Settings, SettingsError, StateDir, load_settings
 
 app = typer.Typer(help="clip-har: train, gate and track a CLIP human-action recognizer.", no_args_is_help=True)
@@ -33,7 +33,7 @@ Profile = Annotated[
 Overrides = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override, e.g. train.max_epochs=3.")]
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -43,10 +43,9 @@ def _settings() -> Settings:
         return load_settings()
     except SettingsError as exc:
         fail(str(exc), 2)
-        raise  # unreachable: fail() exits
 
 
-def _config(profile: str, overrides: list[str] | None):  # noqa: ANN202 - PipelineConfig
+def _config(profile: str, overrides: list[str] | None) -> PipelineConfig:
     try:
         return load_config(profile, overrides or [])
     except (ConfigError, SettingsError) as exc:
@@ -148,7 +147,7 @@ def data_add(folder: Path, profile: Profile = "", overrides: Overrides = None) -
 
     try:
         result = data_ingest(folder=str(folder), profile=profile, overrides=list(overrides or []))
-    except Exception as exc:  # noqa: BLE001 - the flow logged the details (gate report included)
+    except Exception as exc:  # the flow logged the details (gate report included)
         fail(f"data ingest failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}")
     typer.echo(f"{result['added']} images added → data version {result['data_version']['tag']}")
 
@@ -206,7 +205,7 @@ def pipeline_run(
 
     try:
         result = training_pipeline(profile=profile, overrides=list(overrides or []), reason=reason)
-    except Exception as exc:  # noqa: BLE001 - the flow already logged the traceback
+    except Exception as exc:  # the flow already logged the traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         typer.echo(str(exc), err=True)
         fail(f"training pipeline failed: {first}")
@@ -314,7 +313,7 @@ def loop_demo(
     typer.echo(f"night-style accuracy: {acc['before']} with {before}, {acc['after']} with {after}")
 
 
-def _review():  # noqa: ANN202 - a ReviewQueue, imported lazily
+def _review():  # a ReviewQueue, imported lazily
     from clip_har.monitoring.review import ReviewQueue
 
     return ReviewQueue(_state().review)

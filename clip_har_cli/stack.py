@@ -42,7 +42,7 @@ def _start(state: StateDir, name: str, cmd: list[str], env: dict[str, str]) -> i
     if pid:
         return pid
     state.stack.mkdir(parents=True, exist_ok=True)
-    log = open(state.stack / f"{name}.log", "a")  # noqa: SIM115 - the child owns it
+    log = open(state.stack / f"{name}.log", "a")  # the child owns it
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _pidfile(state, name).write_text(str(proc.pid))
     return proc.pid
@@ -63,7 +63,7 @@ def wait_http(url: str, seconds: float = 90, alive: Callable[[], bool] | None = 
     return False
 
 
-def up(echo=print) -> dict[str, str]:  # noqa: ANN001
+def up(echo=print) -> dict[str, str]:
     settings = load_settings()
     state = settings.state
     state.apply_env()
@@ -145,7 +145,7 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def down(echo=print) -> list[str]:  # noqa: ANN001
+def down(echo=print) -> list[str]:
     state = load_settings().state
     stopped = []
     for name in STOP_ORDER:

@@ -45,7 +45,7 @@ def _find(generation: int) -> str | None:
     return next((str(m.tag) for m in bentoml.models.list(MODEL_NAME) if generation_id(str(m.tag)) == generation), None)
 
 
-def _slot(warm: bool):  # noqa: ANN202 - heavy imports kept out of module import
+def _slot(warm: bool):  # heavy imports kept out of module import
     from clip_har.serving.hotswap import ModelSlot
     from clip_har.serving.predictor import Predictor
 

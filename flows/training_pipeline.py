@@ -23,7 +23,7 @@ def training_pipeline(
     overrides: list[str] | None = None,
     reason: str = "manual",
     min_interval_s: float | None = None,
-):  # noqa: ANN201 - a summary dict, or a Cancelled state when de-duplicated
+):  # a summary dict, or a Cancelled state when de-duplicated
     """Train a challenger on the profile's data and promote it only if the gate passes.
 
     `profile`: a profile name or YAML file; empty = the `profile` setting (CLIP_HAR_PROFILE).

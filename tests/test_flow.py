@@ -125,19 +125,23 @@ def test_missing_data_dir_fails_the_flow(prefect_harness, state_dir: Path, tmp_p
     assert _runs(StateDir.from_env()) == 0
 
 
-def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path) -> None:
+def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
     from clip_har.monitoring.predlog import PredictionLog, PredictionRecord
     from flows.drift_monitor import drift_monitor
     from flows.training_pipeline import training_pipeline
 
+    # the service writes its log where CLIP_HAR_PREDICTION_LOG says; the monitor must read it there
+    log_dir = tmp_path / "elsewhere" / "predictions"
+    monkeypatch.setenv("CLIP_HAR_PREDICTION_LOG", str(log_dir))
     training_pipeline(profile="tiny", overrides=[*FAST, "export.package=false"])
     state = StateDir.from_env()
+    assert state.predictions == log_dir
     rng = np.random.default_rng(0)
 
     def log_rows(n: int, shift: float) -> None:
-        log = PredictionLog(state.root / "predictions")
+        log = PredictionLog(log_dir)
         for i in range(n):
             e = rng.standard_normal(64) + shift
             log.append(PredictionRecord(f"r{i}", "v1", "running", 0.5, list(e / np.linalg.norm(e)), 20.0, 5.0, 64, 64))
@@ -147,8 +151,8 @@ def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path) ->
     first = drift_monitor()
     assert first["status"] == "insufficient_data" and first["event_id"] is None
     log_rows(300, 3.0)  # with the 50 above: the cursor did not move, so 350 are checked now
-    (state.root / "predictions" / "2026-01-01" / "00").mkdir(parents=True)
-    (state.root / "predictions" / "2026-01-01" / "00" / "part-1-x.parquet").write_bytes(b"corrupt")
+    (log_dir / "2026-01-01" / "00").mkdir(parents=True)
+    (log_dir / "2026-01-01" / "00" / "part-1-x.parquet").write_bytes(b"corrupt")
     second = drift_monitor()
     assert second["status"] == "drift" and second["n_current"] == 350 and second["event_id"]
     assert second["drifted"]["brightness"] and Path(second["report_html"]).is_file()

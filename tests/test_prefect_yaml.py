@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from clip_har.settings import DATA_EVENT, DRIFT_EVENT, PROMOTED_EVENT
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,5 +30,5 @@ def test_events_reach_their_deployments() -> None:
     """Drift and new data retrain; a promotion switches the running service."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     expects = {d["name"]: {e for t in d.get("triggers", []) for e in t["expect"]} for d in spec["deployments"]}
-    assert expects["training-pipeline"] == {"clip-har.drift.detected", "clip-har.data.arrived"}
-    assert expects["service-reload"] == {"clip-har.model.promoted"}
+    assert expects["training-pipeline"] == {DRIFT_EVENT, DATA_EVENT}
+    assert expects["service-reload"] == {PROMOTED_EVENT}

@@ -100,14 +100,14 @@ def file_checks(df: pd.DataFrame, root: Path) -> pd.DataFrame:
     return out
 
 
-def load_suite(path: Path = SUITE_PATH):  # noqa: ANN201 - a gx.ExpectationSuite
+def load_suite(path: Path = SUITE_PATH):  # a gx.ExpectationSuite
     import great_expectations as gx
 
     raw = json.loads(Path(path).read_text())
     return gx.ExpectationSuite(name=raw["name"], expectations=raw["expectations"], meta=raw.get("meta", {}))
 
 
-def _run_suite(df: pd.DataFrame, params: dict[str, object], suite_path: Path):  # noqa: ANN202
+def _run_suite(df: pd.DataFrame, params: dict[str, object], suite_path: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 

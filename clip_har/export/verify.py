@@ -62,7 +62,7 @@ class ExportRecord:
         )
 
 
-def ort_session(path: Path, threads: int = 0, spin: bool = True):  # noqa: ANN201 - onnxruntime.InferenceSession
+def ort_session(path: Path, threads: int = 0, spin: bool = True):  # onnxruntime.InferenceSession
     """`spin=False` for servers: ORT's idle worker threads otherwise busy-wait between runs and
     take the CPU that request decoding and HTTP need in the other processes."""
     import onnxruntime as ort
@@ -108,7 +108,7 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _percentiles(fn, runs: int, warmup: int) -> tuple[float, float]:  # noqa: ANN001
+def _percentiles(fn, runs: int, warmup: int) -> tuple[float, float]:
     for _ in range(warmup):
         fn()
     times = []

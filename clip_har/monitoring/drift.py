@@ -82,7 +82,7 @@ def _js(a: np.ndarray, b: np.ndarray) -> float:
     return float(jensenshannon(fa, fb))
 
 
-def _wasserstein_normed_by(scale: float):  # noqa: ANN202
+def _wasserstein_normed_by(scale: float):
     """Evidently's normed Wasserstein distance, with the norm (the real reference's spread) fixed,
     so a shuffled pseudo-reference that happens to be nearly constant does not blow it up."""
     from scipy.stats import wasserstein_distance
@@ -90,7 +90,7 @@ def _wasserstein_normed_by(scale: float):  # noqa: ANN202
     return lambda a, b: float(wasserstein_distance(a, b) / max(scale, 0.001))
 
 
-def noise_floor(ref: np.ndarray, cur: np.ndarray, distance, cfg: DriftConfig) -> float:  # noqa: ANN001
+def noise_floor(ref: np.ndarray, cur: np.ndarray, distance, cfg: DriftConfig) -> float:
     """The distance two samples of these sizes reach by chance: its `noise_quantile` over
     random splits of the pooled rows (a permutation null)."""
     if min(len(ref), len(cur)) >= cfg.noise_rows:
@@ -147,7 +147,7 @@ def _embedding_drift(ref: pd.DataFrame, cur: pd.DataFrame) -> float:
     return float(score)
 
 
-def _value_drift(ref: pd.DataFrame, cur: pd.DataFrame, cfg: DriftConfig, html: Path | None):  # noqa: ANN202
+def _value_drift(ref: pd.DataFrame, cur: pd.DataFrame, cfg: DriftConfig, html: Path | None):
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 

@@ -122,7 +122,7 @@ def read_log(root: Path, since: float | None = None, until: float | None = None)
     for part in sorted(Path(root).glob(PART_GLOB)):
         try:
             df = pd.read_parquet(part)
-        except Exception as exc:  # noqa: BLE001 - any unreadable part is reported, never fatal
+        except Exception as exc:  # any unreadable part is reported, never fatal
             skipped.append(f"{part}: unreadable ({type(exc).__name__})")
             continue
         if df.empty or "ts" not in df:

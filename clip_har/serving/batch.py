@@ -50,7 +50,7 @@ def collect(inputs: Iterable[Path]) -> list[Path]:
     return files
 
 
-def _top(pred, k: int) -> str:  # noqa: ANN001
+def _top(pred, k: int) -> str:
     return ";".join(f"{lab}:{s:.4f}" for lab, s in pred.top_k[:k])
 
 

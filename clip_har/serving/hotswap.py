@@ -97,7 +97,7 @@ class ModelSlot:
                 loaded = Loaded(exact, path, self._factory(path))
                 if self._warm:
                     _warm_up(loaded.predictor)
-            except Exception as exc:  # noqa: BLE001 - ORT, PyTorch and file errors alike
+            except Exception as exc:  # ORT, PyTorch and file errors alike
                 raise ValueError(f"model {exact!r} cannot be served: {exc}") from exc
             self._models[loaded.generation] = loaded
             while len(self._models) > self._keep:

@@ -65,7 +65,7 @@ class Predictor:
         if not self._image_path.is_file():
             raise FileNotFoundError(f"{self._image_path} is missing (int8 ships only when it passed its checks)")
 
-    def _load_runner(self):  # noqa: ANN202 - an ORT session or a CLIPClassifier
+    def _load_runner(self):  # an ORT session or a CLIPClassifier
         if self._runner is None:
             if self.backend == "pytorch":
                 from clip_har.models.artifact import load_model

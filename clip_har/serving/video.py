@@ -26,7 +26,7 @@ def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, 
         raise ValueError(f"fps must be in (0, 60], got {fps}")
     try:
         container = av.open(str(path))
-    except Exception as exc:  # noqa: BLE001 - PyAV raises many FFmpeg error types
+    except Exception as exc:  # PyAV raises many FFmpeg error types
         raise ValueError(f"cannot open video: {exc}") from exc
     frames: list[tuple[float, Image.Image]] = []
     next_t = 0.0
@@ -44,7 +44,7 @@ def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, 
                 break
     except ValueError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise ValueError(f"cannot decode video: {exc}") from exc
     finally:
         container.close()

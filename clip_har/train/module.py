@@ -73,7 +73,7 @@ class HARModule(L.LightningModule):
         self.log("val_acc", self.val_acc, prog_bar=True)
         self.log("val_f1", self.val_f1, prog_bar=True)
 
-    def configure_optimizers(self):  # noqa: ANN201 - Lightning's own union type
+    def configure_optimizers(self):  # Lightning's own union type
         head = [p for p in self.model.head.parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]

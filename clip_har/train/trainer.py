@@ -35,7 +35,7 @@ class TrainResult:
     epochs: int
 
 
-def make_strategy(cfg: PipelineConfig):  # noqa: ANN201 - a Lightning strategy or its name
+def make_strategy(cfg: PipelineConfig):  # a Lightning strategy or its name
     """`fsdp` means FSDPStrategy on GPUs and FSDP2 (ModelParallelStrategy) where there are none."""
     t = cfg.train
     if t.strategy == "ddp":

@@ -1,0 +1,133 @@
+"""One source of settings: every CLIP_HAR_* variable is a declared, documented setting; the
+events and trigger reasons in prefect.yaml are the declared ones; derived paths follow them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from clip_har.settings import (
+    DATA_EVENT,
+    DATA_REASON,
+    DATA_RESOURCE,
+    DRIFT_EVENT,
+    DRIFT_REASON,
+    MODEL_RESOURCE,
+    PROMOTED_EVENT,
+    WORK_POOL,
+    Settings,
+    SettingsError,
+    StateDir,
+    env_name,
+    load_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+VAR = re.compile(r"\bCLIP_HAR_[A-Z0-9_]*[A-Z0-9]\b")
+DECLARED = {env_name(f) for f in Settings.model_fields}
+
+
+def _read_by_code() -> dict[str, set[str]]:
+    """Each CLIP_HAR_* name in the product's code and config → the files naming it."""
+    found: dict[str, set[str]] = {}
+    files = [p for d in ("clip_har", "clip_har_cli", "tasks", "flows", "deployments") for p in (ROOT / d).rglob("*")]
+    for path in [*files, ROOT / "prefect.yaml", ROOT / "Makefile"]:
+        if path.suffix in (".py", ".yaml", ".yml", "") and path.is_file():
+            for name in VAR.findall(path.read_text(errors="replace")):
+                found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_variable_the_code_names_is_a_declared_setting() -> None:
+    undeclared = {k: v for k, v in _read_by_code().items() if k not in DECLARED}
+    assert not undeclared, f"read but not in clip_har.settings.Settings: {undeclared}"
+
+
+def test_every_setting_is_in_the_readme_table_and_nothing_else_is() -> None:
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^\| `(CLIP_HAR_[A-Z0-9_]+)` \|", readme, flags=re.M))
+    assert DECLARED - documented == set(), "settings missing from the README table"
+    assert documented - DECLARED == set(), "README documents variables the code does not read"
+
+
+def test_prefect_yaml_uses_the_declared_events_reasons_and_pool() -> None:
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    resource_of = {DATA_EVENT: DATA_RESOURCE, DRIFT_EVENT: MODEL_RESOURCE, PROMOTED_EVENT: MODEL_RESOURCE}
+    reason_of = {DATA_EVENT: DATA_REASON, DRIFT_EVENT: DRIFT_REASON}
+    seen = set()
+    for dep in spec["deployments"]:
+        assert dep["work_pool"]["name"] == WORK_POOL
+        for trigger in dep.get("triggers", []):
+            (event,) = trigger["expect"]
+            seen.add(event)
+            assert event in resource_of, f"{dep['name']}: undeclared event {event}"
+            assert trigger["match"]["prefect.resource.id"] == f"{resource_of[event]}.*"
+            if dep["name"] == "training-pipeline":
+                reason = trigger["parameters"]["reason"]
+                assert reason.startswith(f"{reason_of[event]}: "), reason  # how runs know they were triggered
+    assert seen == set(resource_of)
+
+
+def test_paths_follow_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CLIP_HAR_HOME", str(tmp_path / "home"))
+    state = StateDir.from_env()
+    assert (state.predictions, state.review, state.reports) == (
+        tmp_path / "home" / "predictions",
+        tmp_path / "home" / "review",
+        tmp_path / "home" / "reports",
+    )
+    monkeypatch.setenv("CLIP_HAR_PREDICTION_LOG", str(tmp_path / "log"))
+    monkeypatch.setenv("CLIP_HAR_REVIEW_DIR", str(tmp_path / "queue"))
+    monkeypatch.setenv("CLIP_HAR_REPORTS_DIR", str(tmp_path / "reports"))
+    state = StateDir.from_env()  # writer (service) and readers (CLI, drift task, loop) use these
+    assert (state.predictions, state.review, state.reports) == (
+        tmp_path / "log",
+        tmp_path / "queue",
+        tmp_path / "reports",
+    )
+    monkeypatch.setenv("CLIP_HAR_PREDICTION_LOG", "off")
+    settings = load_settings()
+    assert not settings.logs_predictions and settings.state.predictions == tmp_path / "home" / "predictions"
+
+
+def test_derived_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIP_HAR_PORT", "3999")
+    monkeypatch.setenv("CLIP_HAR_PREFECT_PORT", "4999")
+    monkeypatch.setenv("CLIP_HAR_MODEL_NAME", "har")
+    s = load_settings()
+    assert s.service == "http://127.0.0.1:3999" and s.prefect_api == "http://127.0.0.1:4999/api"
+    assert s.serving_model == "har:latest"
+    monkeypatch.setenv("CLIP_HAR_SERVICE_URL", "http://10.0.0.2:80")
+    assert load_settings().service == "http://10.0.0.2:80"
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "needle"),
+    [
+        ("CLIP_HAR_MAX_FILES", "many", "CLIP_HAR_MAX_FILES='many'"),
+        ("CLIP_HAR_MAX_FILE_MB", "-1", "greater than 0"),
+        ("CLIP_HAR_BACKEND", "tpu", "CLIP_HAR_BACKEND='tpu'"),
+        ("CLIP_HAR_RETRAIN_COOLDOWN_S", "-5", "CLIP_HAR_RETRAIN_COOLDOWN_S"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError, match=re.escape(needle)) as err:
+        load_settings()
+    assert "\n" not in str(err.value)
+
+
+def test_cli_with_a_bad_setting_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch, state_dir: Path) -> None:
+    from clip_har_cli.main import app
+
+    monkeypatch.setenv("CLIP_HAR_PORT", "http")
+    result = CliRunner().invoke(app, ["review", "list"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: CLIP_HAR_PORT")
