@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: install demo test serve up down loop-demo bench lint format status clean-state
+.PHONY: install demo test test-fast serve up down loop-demo bench lint format status clean-state
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The inner-loop lane: the suite without the `slow` and `integration` tests (`make test` runs all).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not integration"
 
 # The current champion on 127.0.0.1:$CLIP_HAR_PORT (default 3000).
 serve: install

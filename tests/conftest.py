@@ -1,20 +1,49 @@
-"""Shared fixtures: a tiny synthetic dataset, an isolated state dir, one Prefect harness."""
+"""Shared fixtures: a tiny synthetic dataset, an isolated state dir, one Prefect harness, free
+loopback ports; tests marked `gpu` are skipped where no CUDA GPU is present."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from clip_har.state import TELEMETRY_OFF
+from clip_har.settings import TELEMETRY_OFF
 from clip_har.synth.generate import SynthSpec, synthesize
 
 for _k, _v in TELEMETRY_OFF.items():
     os.environ.setdefault(_k, _v)
 
 TINY_SPEC = SynthSpec(n=150, seed=0, size=48)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    import torch  # only when a `gpu` test was collected
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+def _free_port() -> int:
+    """A loopback port free right now (the OS picks it; a race with other processes is possible)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port() -> Callable[[], int]:
+    """Call it for a free loopback port (session-scoped, so module fixtures can use it too)."""
+    return _free_port
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ loopback ports with the tiny model: traffic → drift + labelled data → events
 
 from __future__ import annotations
 
-import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,20 +23,14 @@ gate: {min_improvement: -1.0, zero_shot_margin: -1.0, max_class_regression: 1.0,
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_drift_and_new_data_retrain_promote_and_switch_the_service(
-    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port: Callable[[], int]
 ) -> None:
     from clip_har_cli import stack
     from clip_har_cli.loop import LoopSettings, run_loop
 
     for var in ("CLIP_HAR_PREFECT_PORT", "CLIP_HAR_MLFLOW_PORT", "CLIP_HAR_PORT"):
-        monkeypatch.setenv(var, str(_free_port()))
+        monkeypatch.setenv(var, str(free_port()))
     monkeypatch.setenv("PREFECT_HOME", str(state_dir / "prefect"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     (tmp_path / "loop.yaml").write_text(PROFILE)

@@ -8,12 +8,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -36,12 +38,7 @@ LIMITS = {
     "CLIP_HAR_MAX_FILE_MB": "1",
     "CLIP_HAR_MAX_FRAMES": "20",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ADMIN = {"X-Admin-Token": "s3cret"}
 
 
 def _png(w: int, h: int, noise: bool = False) -> bytes:
@@ -67,12 +64,44 @@ def write_video(path: Path, frames: list[Image.Image], fps: int = 2) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class Store:
+    """A BentoML home whose model store holds two working models and one that cannot load."""
+
+    home: Path
+    tags: tuple[str, str]  # the service starts on the first; the switch test moves it to the second
+    broken: str
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    tags: tuple[str, str]
+    broken: str
+    log: Path  # its prediction log
+    review: Path  # its review queue
+    proc: subprocess.Popen
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+
+def _save_to_store(onnx_dir: Path, lineage: dict[str, str], env: dict[str, str]) -> str:
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
+        "from deployments.bento_pack import save_to_store;"
+        f"print(save_to_store(Path({str(onnx_dir)!r}), {lineage!r}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("serve")
-    env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "BENTOML_DO_NOT_TRACK": "true", **LIMITS}
-    env["CLIP_HAR_PREDICTION_LOG"] = str(tmp / "predictions")
-    env["CLIP_HAR_REVIEW_DIR"] = str(tmp / "review")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Built once per module; servers serve copies of it, so nothing a test does reaches it."""
+    tmp = tmp_path_factory.mktemp("store")
+    home = tmp / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     tags = []
     for seed in (0, 1):  # two models in the store: the service starts on the first, switches to the second
         torch.manual_seed(seed)
@@ -83,65 +112,54 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             "tiny", list(cfg.data.classes), list(cfg.data.classes), list(cfg.model.templates), pre.to_dict()
         )
         export_onnx(save_model(clf, bundle, meta, tmp / f"model{seed}"), tmp / f"onnx{seed}")
-        code = (
-            "import sys, json; from pathlib import Path; sys.path.insert(0, '.');"
-            "from deployments.bento_pack import save_to_store;"
-            f"print(save_to_store(Path({str(tmp / f'onnx{seed}')!r}), "
-            f"{{'data_version': 'tiny-v{seed + 1}', 'mlflow_run_id': 'r{seed}'}}))"
+        tags.append(
+            _save_to_store(tmp / f"onnx{seed}", {"data_version": f"tiny-v{seed + 1}", "mlflow_run_id": f"r{seed}"}, env)
         )
-        out = subprocess.run(
-            [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-        )
-        tags.append(out.stdout.strip().splitlines()[-1])
     broken = tmp / "onnx-broken"  # a model in the store whose graph does not load
     shutil.copytree(tmp / "onnx1", broken)
     (broken / "image.onnx").write_bytes(b"not an onnx graph")
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        "from deployments.bento_pack import save_to_store;"
-        f"print(save_to_store(Path({str(broken)!r}), {{'data_version': 'broken'}}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    SERVER["broken"] = out.stdout.strip().splitlines()[-1]
-    env["CLIP_HAR_MODEL"] = tags[0]
-    env["CLIP_HAR_ADMIN_TOKEN"] = "s3cret"
-    SERVER["tags"] = tags
-    port = _free_port()
-    log = open(tmp / "serve.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT / "deployments",
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, so we stop the whole tree by PID
-    )
+    return Store(home, (tags[0], tags[1]), _save_to_store(broken, {"data_version": "broken"}, env))
+
+
+@contextmanager
+def running_server(store: Store, root: Path, port: int) -> Iterator[Server]:
+    """`bentoml serve` on the store's first model on 127.0.0.1:`port`, with its own prediction
+    log, review queue and copy of the store: BentoML empties $BENTOML_HOME/prometheus_multiproc_dir
+    when it starts, so two servers running at once must not share a home."""
+    home = root / "bentoml"
+    shutil.copytree(store.home, home)
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true", **LIMITS}
+    env["CLIP_HAR_PREDICTION_LOG"] = str(root / "predictions")
+    env["CLIP_HAR_REVIEW_DIR"] = str(root / "review")
+    env["CLIP_HAR_MODEL"] = store.tags[0]
+    env["CLIP_HAR_ADMIN_TOKEN"] = ADMIN["X-Admin-Token"]
+    log_path = root / "serve.log"
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError((tmp / "serve.log").read_text()[-3000:])
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("service did not become ready: " + (tmp / "serve.log").read_text()[-3000:])
-        SERVER["log"] = tmp / "predictions"
-        SERVER["review"] = tmp / "review"
-        SERVER["stop"] = lambda: _stop(proc)
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
-
-
-SERVER: dict = {}
-PREDICTED = {"images": 0}  # images answered 200 by /predict: each must be in the prediction log
-_COUNT_LOCK = threading.Lock()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT / "deployments",
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so we stop the whole tree by PID
+        )
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if proc.poll() is not None:
+                    raise RuntimeError(log_path.read_text()[-3000:])
+                time.sleep(0.5)
+            else:
+                raise RuntimeError("service did not become ready: " + log_path.read_text()[-3000:])
+            yield Server(url, store.tags, store.broken, root / "predictions", root / "review", proc)
+        finally:
+            _stop(proc)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -152,6 +170,21 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(store: Store, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]) -> Iterator[str]:
+    """One server shared by the module's read-only tests: none switches its model or stops it."""
+    with running_server(store, tmp_path_factory.mktemp("serve"), free_port()) as srv:
+        yield srv.url
+
+
+@pytest.fixture
+def own_server(store: Store, tmp_path: Path, free_port: Callable[[], int]) -> Iterator[Server]:
+    """A server of the test's own, for a test that switches its model or stops it."""
+    with running_server(store, tmp_path, free_port()) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +193,7 @@ def jpgs(tiny_data_master: Path) -> list[bytes]:
 
 
 def _post(url: str, files: list, data: dict | None = None) -> httpx.Response:
-    r = httpx.post(url, files=files, data=data or {}, timeout=60)
-    if url.endswith("/predict") and r.status_code == 200:
-        with _COUNT_LOCK:
-            PREDICTED["images"] += len(r.json()["results"])
-    return r
+    return httpx.post(url, files=files, data=data or {}, timeout=60)
 
 
 def test_predict(server: str, jpgs: list[bytes]) -> None:
@@ -253,16 +282,16 @@ def test_bad_classify_and_video_inputs(server: str, jpgs: list[bytes]) -> None:
     assert json.loads(httpx.get(f"{server}/model", timeout=10).text)["labels"]
 
 
-def test_z_switch_model_under_load_fails_no_request(server: str, jpgs: list[bytes]) -> None:
+def test_switch_model_under_load_fails_no_request(own_server: Server, jpgs: list[bytes]) -> None:
     """POST /admin/reload while callers keep sending: every request answers 200, each with the
     version that computed it, and everything after the switch comes from the new model."""
-    old, new = SERVER["tags"]
+    server = own_server.url
+    old, new = own_server.tags
     reload = f"{server}/admin/reload"
     assert httpx.post(reload, json={"model": new}, timeout=60).status_code == 403  # no token
-    admin = {"X-Admin-Token": "s3cret"}
-    bad = httpx.post(reload, json={"model": "clip-har:nope"}, headers=admin, timeout=60)
+    bad = httpx.post(reload, json={"model": "clip-har:nope"}, headers=ADMIN, timeout=60)
     assert bad.status_code == 400 and "not in the BentoML model store" in bad.text
-    bad = httpx.post(reload, json={"model": SERVER["broken"]}, headers=admin, timeout=60)
+    bad = httpx.post(reload, json={"model": own_server.broken}, headers=ADMIN, timeout=60)
     assert bad.status_code == 400 and "cannot be served" in bad.text
     assert httpx.get(f"{server}/model", timeout=10).json()["model_version"] == old  # nothing moved
     stop, answers = threading.Event(), []
@@ -278,7 +307,7 @@ def test_z_switch_model_under_load_fails_no_request(server: str, jpgs: list[byte
         deadline = time.monotonic() + 120
         while len(answers) < 20 and time.monotonic() < deadline:
             time.sleep(0.05)
-        r = httpx.post(reload, json={"model": new}, headers=admin, timeout=120)
+        r = httpx.post(reload, json={"model": new}, headers=ADMIN, timeout=120)
         n_at_switch = len(answers)
         while len(answers) < n_at_switch + 20 and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -293,17 +322,29 @@ def test_z_switch_model_under_load_fails_no_request(server: str, jpgs: list[byte
     assert info["model_version"] == new and info["lineage"]["data_version"] == "tiny-v2"
 
 
-def test_zz_graceful_stop_loses_no_logged_prediction(server: str) -> None:
-    """Runs last in this module: stops the server and reads its prediction log."""
+def test_graceful_stop_loses_no_logged_prediction(own_server: Server, jpgs: list[bytes]) -> None:
+    """Concurrent predictions from both models, then SIGTERM at once: every image answered 200 is
+    in the prediction log, and (untrained models being unsure of everything) in the review queue."""
     from clip_har.monitoring.predlog import embeddings_matrix, read_log
-
-    assert PREDICTED["images"] >= 20
-    SERVER["stop"]()
-    df, skipped = read_log(SERVER["log"])
-    assert skipped == [] and len(df) == PREDICTED["images"]
-    assert embeddings_matrix(df).shape == (len(df), 64)
-    assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == set(SERVER["tags"])
-    # the untrained test model is uncertain about everything: each answered image awaits review
     from clip_har.monitoring.review import ReviewQueue
 
-    assert len(ReviewQueue(SERVER["review"]).items()) == PREDICTED["images"]
+    old, new = own_server.tags
+
+    def send(i: int) -> int:
+        files = [("images", (f"{i}-{k}.jpg", jpgs[(i + k) % len(jpgs)])) for k in range(2)]
+        r = _post(f"{own_server.url}/predict", files)
+        assert r.status_code == 200, r.text
+        return len(r.json()["results"])
+
+    with ThreadPoolExecutor(4) as pool:
+        answered = sum(pool.map(send, range(8)))  # on the first model
+        r = httpx.post(f"{own_server.url}/admin/reload", json={"model": new}, headers=ADMIN, timeout=120)
+        assert r.status_code == 200 and r.json()["previous"] == old, r.text
+        answered += sum(pool.map(send, range(8, 14)))  # on the second
+    assert answered == 28
+    own_server.stop()
+    df, skipped = read_log(own_server.log)
+    assert skipped == [] and len(df) == answered
+    assert embeddings_matrix(df).shape == (len(df), 64)
+    assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == {old, new}
+    assert len(ReviewQueue(own_server.review).items()) == answered

@@ -1,4 +1,4 @@
-"""Training paths on the tiny model: resume, 2-process CPU DDP, FSDP2 on CPU."""
+"""Training paths on the tiny model: resume, 2-process CPU DDP, FSDP2 on CPU, one CUDA GPU."""
 
 from __future__ import annotations
 
@@ -30,6 +30,19 @@ def test_train_then_resume_from_checkpoint(tiny_data: Path, tmp_path: Path) -> N
     assert torch.load(resumed.last_checkpoint, weights_only=False)["epoch"] == 2  # continued, not restarted
     model, _, meta = load_model(Path(resumed.model_dir))
     assert meta.lineage["mlflow_run_id"] == resumed.run_id and meta.classes[0] == "calling"
+
+
+@pytest.mark.gpu
+def test_train_on_one_gpu(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = load_config("tiny", ["train.accelerator=gpu", "train.devices=1", "train.max_epochs=1"])
+    result = train(cfg, tiny_data, tmp_path / "run", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert result is not None and result.epochs == 1
+    model, bundle, meta = load_model(Path(result.model_dir))  # onto the CPU, whatever it trained on
+    x = torch.rand(2, 3, bundle.image_size, bundle.image_size)
+    with torch.no_grad():
+        logits = model(x)
+    assert logits.device.type == "cpu" and logits.shape == (2, len(meta.classes))
+    assert torch.isfinite(logits).all()
 
 
 def _launch(tiny_data: Path, tmp_path: Path, *overrides: str) -> tuple[subprocess.CompletedProcess, Path]:
