@@ -141,11 +141,15 @@ class ServedChampion:
 
 def champion_bento(state: StateDir, name: str) -> ServedChampion:
     """What serves the champion; LookupError says why nothing can (none yet, or not packaged)."""
+    none_yet = LookupError("no champion yet: run `make demo` first")
+    # No registry yet: never open a client, which would create the database (racing an MLflow
+    # server that is creating it at the same moment, as `clip-har up` starts one).
+    if not state.mlflow_db.is_file():
+        raise none_yet
     c = client(state.mlflow_uri)
-    # no registry yet: do not let the lookup create an empty MLflow database
-    version = champion_version(c, name) if state.mlflow_db.is_file() else None
+    version = champion_version(c, name)
     if version is None:
-        raise LookupError("no champion yet: run `make demo` first")
+        raise none_yet
     tags = c.get_model_version(name, version).tags
     if not tags.get("lineage.bento_model"):
         raise LookupError(f"champion v{version} was not packaged (no BentoML model); rerun the pipeline")
