@@ -65,8 +65,10 @@ def windows(style: str, seed: int, n: int, predictor) -> pd.DataFrame:
 
 def on_model(version: str | None = None) -> dict:
     """The champion (or registry `version`): day windows vs its reference, and a night shift."""
+    from clip_har.data.versioning import dataset_dir
     from clip_har.monitoring.drift import check_drift
     from clip_har.monitoring.reference import REFERENCE
+    from clip_har.pipeline.rundir import MODEL, ONNX
     from clip_har.registry import champion_onnx
     from clip_har.serving.predictor import Predictor
     from clip_har.settings import StateDir, load_settings
@@ -78,15 +80,15 @@ def on_model(version: str | None = None) -> dict:
             version, onnx_dir = champion_onnx(client(state.mlflow_uri), name, Path(tmp))
         else:
             run_id = client(state.mlflow_uri).get_model_version(name, version).run_id
-            onnx_dir = Path(client(state.mlflow_uri).download_artifacts(run_id, "onnx", tmp))
+            onnx_dir = Path(client(state.mlflow_uri).download_artifacts(run_id, ONNX, tmp))
         predictor = Predictor(onnx_dir)
         if not (onnx_dir / REFERENCE).is_file():  # champions exported before reference windows existed
             from clip_har.monitoring.reference import save_reference
 
             c = client(state.mlflow_uri)
             run = c.get_model_version(name, version).run_id
-            model_dir = c.download_artifacts(run, "model", tmp)
-            save_reference(Path(model_dir), state.data_registry / "datasets" / "demo", onnx_dir / REFERENCE)
+            model_dir = c.download_artifacts(run, MODEL, tmp)
+            save_reference(Path(model_dir), dataset_dir(state.data_registry, "demo"), onnx_dir / REFERENCE)
         reference = pd.read_parquet(onnx_dir / REFERENCE)
         alarms = [check_drift(reference, windows("day", 5000 + k, 500, predictor)).status for k in range(20)]
         night = windows("night", 9000, 500, predictor)

@@ -1,7 +1,7 @@
 """The naive baseline: a plain FastAPI app, PyTorch eager, one image per request (what a seed
 project typically ships). Used only by bench/serving.py.
 
-Run: CLIP_HAR_MODEL_DIR=<model artifact dir> uvicorn bench.naive_server:app --port N
+Run: BENCH_NAIVE_MODEL_DIR=<model artifact dir> uvicorn bench.naive_server:app --port N
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from clip_har.models.artifact import load_model
 from clip_har.preprocess import preprocess
 
 app = FastAPI()
-MODEL, _, META = load_model(Path(os.environ["CLIP_HAR_MODEL_DIR"]))
+MODEL, _, META = load_model(Path(os.environ["BENCH_NAIVE_MODEL_DIR"]))
 PRE = META.preprocess_config()
 
 

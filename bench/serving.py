@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from clip_har_cli.stack import wait_http  # noqa: E402 - after the path set-up above
+from clip_har.settings import load_settings  # noqa: E402 - after the path set-up above
+from clip_har_cli.stack import wait_http  # noqa: E402
 
 
 def free_port() -> int:
@@ -114,8 +115,9 @@ def raw_ort(onnx: Path, image_size: int, seconds: float = 5.0) -> tuple[float, i
 def model_dir_for(name: str, work: Path) -> Path:
     """The demo champion's artifact, or a random-weight artifact of an open_clip preset."""
     if name == "demo":
+        from clip_har.pipeline.rundir import MODEL
         from clip_har.registry import champion_version
-        from clip_har.settings import StateDir, load_settings
+        from clip_har.settings import StateDir
         from clip_har.tracking import client
 
         state, name = StateDir.from_env(), load_settings().model_name
@@ -124,7 +126,7 @@ def model_dir_for(name: str, work: Path) -> Path:
         if version is None:
             raise SystemExit("no demo champion: run `make demo` first")
         run = c.get_model_version(name, version).run_id
-        return Path(c.download_artifacts(run, "model", str(work)))
+        return Path(c.download_artifacts(run, MODEL, str(work)))
     from clip_har.config import load_config
     from clip_har.models.artifact import ModelMeta, save_model
     from clip_har.models.factory import build_model
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     from clip_har.models.artifact import read_meta
     from clip_har.synth.scene import render_scene
 
-    keep = os.environ.get("CLIP_HAR_BENCH_KEEP")  # a directory to keep server logs in
+    keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory to keep server logs in
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
             "image_size": size,
             "concurrency": args.concurrency,
             "requests": args.requests,
-            "http_workers": int(os.environ.get("CLIP_HAR_HTTP_WORKERS", "1")),
+            "http_workers": load_settings().http_workers,
             "cpus": os.cpu_count(),
         }
         runs = [("onnx", "onnx", {}), ("onnx-int8", "onnx-int8", {})]
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
         port = free_port()
         proc = start(
             [sys.executable, "-m", "uvicorn", "bench.naive_server:app", "--host", "127.0.0.1", "--port", str(port)],
-            {**env, "CLIP_HAR_MODEL_DIR": str(model_dir)},
+            {**env, "BENCH_NAIVE_MODEL_DIR": str(model_dir)},
             ROOT,
             f"http://127.0.0.1:{port}/docs",
             work / "naive.log",

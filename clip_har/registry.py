@@ -12,12 +12,12 @@ from mlflow.tracking import MlflowClient
 
 from clip_har.gate import GateDecision
 from clip_har.metrics import EvalReport
-from clip_har.pipeline.rundir import EVAL, LINEAGE, MODEL, ONNX
+from clip_har.pipeline.rundir import EVAL, EVAL_REPORT, LINEAGE, MODEL, ONNX
 from clip_har.settings import StateDir
 from clip_har.tracking import client
 
 CHAMPION = "champion"
-REPORT_ARTIFACT = f"{EVAL}/report.json"  # what the evaluate stage logs
+REPORT_ARTIFACT = f"{EVAL}/{EVAL_REPORT}"  # what the evaluate stage logs
 
 
 @dataclass

@@ -51,19 +51,6 @@ class SettingsError(ValueError):
     """A `CLIP_HAR_*` variable with a value that cannot be used; the message is one line."""
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Request limits of the HTTP service (from the settings)."""
-
-    max_files: int
-    max_file_mb: float
-    max_pixels: int
-    max_labels: int
-    max_label_chars: int
-    max_video_mb: float
-    max_frames: int
-
-
 class Settings(BaseSettings):
     """One field per `CLIP_HAR_<FIELD>` variable; the README's settings table lists each."""
 
@@ -112,18 +99,6 @@ class Settings(BaseSettings):
         )
 
     @property
-    def limits(self) -> Limits:
-        return Limits(
-            self.max_files,
-            self.max_file_mb,
-            self.max_pixels,
-            self.max_labels,
-            self.max_label_chars,
-            self.max_video_mb,
-            self.max_frames,
-        )
-
-    @property
     def logs_predictions(self) -> bool:
         return self.prediction_log != "off"
 
@@ -140,8 +115,12 @@ class Settings(BaseSettings):
         return self.service_url or f"http://127.0.0.1:{self.port}"
 
     @property
+    def prefect_url(self) -> str:
+        return f"http://127.0.0.1:{self.prefect_port}"
+
+    @property
     def prefect_api(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}/api"
+        return f"{self.prefect_url}/api"
 
     @property
     def mlflow_url(self) -> str:
@@ -172,9 +151,8 @@ class StateDir:
     reports_dir: Path | None = None  # CLIP_HAR_REPORTS_DIR
 
     @classmethod
-    def from_env(cls, root: str | Path | None = None) -> StateDir:
-        state = load_settings().state
-        return state if root is None else cls(Path(root).resolve())
+    def from_env(cls) -> StateDir:
+        return load_settings().state
 
     @property
     def prefect_home(self) -> Path:
@@ -237,8 +215,16 @@ class StateDir:
         return self.root / "loop"
 
     def env(self) -> dict[str, str]:
+        """The environment of a process using this state dir. Our own paths go out resolved: the
+        service, the worker and the CLI run in different working directories."""
+        folders = {
+            "prediction_log": self.predictions_dir,
+            "review_dir": self.review_dir,
+            "reports_dir": self.reports_dir,
+        }
         return {
             env_name("home"): str(self.root),
+            **{env_name(k): str(v) for k, v in folders.items() if v is not None},
             "PREFECT_HOME": str(self.prefect_home),
             "BENTOML_HOME": str(self.bentoml_home),
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
@@ -247,9 +233,10 @@ class StateDir:
         }
 
     def apply_env(self, override: bool = False, extra: dict[str, str] | None = None) -> None:
-        """Export the state-dir environment (and `extra`); existing values win unless `override`."""
+        """Export the state-dir environment (and `extra`). Values already set win unless
+        `override`, except our own CLIP_HAR_* paths, which are the same values resolved."""
         for key, value in {**self.env(), **(extra or {})}.items():
-            if override or key not in os.environ:
+            if override or key not in os.environ or key.startswith(ENV_PREFIX):
                 os.environ[key] = value
         self.root.mkdir(parents=True, exist_ok=True)
 

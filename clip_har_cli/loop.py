@@ -31,7 +31,7 @@ from clip_har.pipeline.prepare_data import synth_spec
 from clip_har.registry import latest_registration
 from clip_har.retrain import is_event_triggered, window_start
 from clip_har.serving.client import model_info, predict_files
-from clip_har.settings import Settings, StateDir, env_name, load_settings
+from clip_har.settings import StateDir, env_name, load_settings
 from clip_har.synth.generate import synthesize
 from clip_har.tracking import client
 from clip_har_cli import stack
@@ -189,7 +189,7 @@ def ensure_service(state: StateDir, urls: dict[str, str], tl: Timeline, echo=pri
         tl.add("first champion", "trained one: there was no packaged champion", str(run.id))
         urls = stack.up(echo)
     if "service" not in urls or not stack.wait_http(f"{urls['service']}/readyz", 300):
-        raise LoopError(f"the service did not come up; see {state.stack / 'service.log'}")
+        raise LoopError(f"the service did not come up; see {stack.log_path(state, 'service')}")
     return urls["service"]
 
 
@@ -229,7 +229,7 @@ def run_loop(s: LoopSettings, echo=print) -> dict:
     """The whole loop on the stack (started if needed); the timeline is also saved as JSON."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    settings: Settings = load_settings()
+    settings = load_settings()
     state = settings.state
     state.apply_env()
     cfg, tl, work = load_config(), Timeline(echo), state.loop / str(s.seed)

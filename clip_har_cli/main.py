@@ -141,7 +141,7 @@ def data_add(folder: Path, profile: Profile = "", overrides: Overrides = None) -
     flow (data gate, new data version, clip-har.data.arrived)."""
     if not folder.is_dir():
         fail(f"no such folder: {folder}", 2)
-    _config(profile, overrides)
+    profile = _config(profile, overrides).profile  # the resolved name is what the flow run records
     _state()
     from flows.data_ingest import data_ingest
 
@@ -198,7 +198,7 @@ def pipeline_run(
     reason: str = typer.Option("manual", help="Why this run starts (recorded with it)."),
 ) -> None:
     """Run the training pipeline flow (Prefect ephemeral mode) and print a summary."""
-    _config(profile, overrides)  # fail fast, before Prefect starts
+    profile = _config(profile, overrides).profile  # fail fast, before Prefect starts
     state = _state()
     from clip_har_cli.report import print_summary
     from flows.training_pipeline import training_pipeline
@@ -273,6 +273,7 @@ def up() -> None:
     """Start the local stack on 127.0.0.1 (Prefect server + worker, MLflow UI, the champion's service)."""
     from clip_har_cli.stack import up as stack_up
 
+    _settings()  # a bad setting is one line, before anything starts
     try:
         urls = stack_up(typer.echo)
     except RuntimeError as exc:
@@ -287,6 +288,7 @@ def down() -> None:
     """Stop the local stack (service and worker before the server)."""
     from clip_har_cli.stack import down as stack_down
 
+    _settings()
     if not stack_down(typer.echo):
         typer.echo("nothing running")
 
@@ -303,6 +305,7 @@ def loop_demo(
 
     if min(normal, night) < 200:
         fail("--normal and --night must be at least 200 (fewer predictions get an 'insufficient data' verdict)", 2)
+    _settings()
     try:
         result = run_loop(LoopSettings(n_normal=normal, n_night=night, timeout_s=timeout), typer.echo)
     except LoopError as exc:

@@ -30,9 +30,12 @@ def print_summary(result: dict, state: StateDir) -> None:
     if times:
         echo("stage times:   " + ", ".join(f"{name} {sec:.1f}s" for name, sec in times))
     echo("where to look:")
-    port = load_settings().mlflow_port
-    echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port {port}")
-    echo(f"  Prefect UI:  PREFECT_HOME={state.prefect_home} .venv/bin/prefect server start --host 127.0.0.1")
+    settings = load_settings()
+    echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port {settings.mlflow_port}")
+    echo(
+        f"  Prefect UI:  PREFECT_HOME={state.prefect_home} .venv/bin/prefect server start --host 127.0.0.1"
+        f" --port {settings.prefect_port}   (or `make up`)"
+    )
     echo("  champion:    .venv/bin/clip-har status --json")
 
 

@@ -24,6 +24,11 @@ def _pidfile(state: StateDir, name: str) -> Path:
     return state.stack / f"{name}.pid"
 
 
+def log_path(state: StateDir, name: str) -> Path:
+    """Where a stack process (prefect, worker, mlflow, service) writes its output."""
+    return state.stack / f"{name}.log"
+
+
 def running(state: StateDir, name: str) -> int | None:
     path = _pidfile(state, name)
     if not path.is_file():
@@ -42,7 +47,7 @@ def _start(state: StateDir, name: str, cmd: list[str], env: dict[str, str]) -> i
     if pid:
         return pid
     state.stack.mkdir(parents=True, exist_ok=True)
-    log = open(state.stack / f"{name}.log", "a")  # the child owns it
+    log = open(log_path(state, name), "a")  # the child owns it
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     _pidfile(state, name).write_text(str(proc.pid))
     return proc.pid
@@ -81,7 +86,7 @@ def up(echo=print) -> dict[str, str]:
         server_env,
     )
     if not wait_http(f"{api}/health"):
-        raise RuntimeError(f"Prefect server did not start; see {state.stack / 'prefect.log'}")
+        raise RuntimeError(f"Prefect server did not start; see {log_path(state, 'prefect')}")
     subprocess.run(
         [py, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
         env=env,
@@ -107,7 +112,7 @@ def up(echo=print) -> dict[str, str]:
         str(settings.mlflow_port),
     ]
     _start(state, "mlflow", mlflow_cmd, env)
-    urls = {"prefect": api.removesuffix("/api"), "mlflow": settings.mlflow_url}
+    urls = {"prefect": settings.prefect_url, "mlflow": settings.mlflow_url}
     serve = [py, "-m", "clip_har_cli.main", "serve", "--port", str(settings.port)]
     from clip_har.registry import champion_bento  # MLflow: only here, not for every `api_url()`
 
@@ -119,7 +124,7 @@ def up(echo=print) -> dict[str, str]:
         _start(state, "service", serve, env)
         urls["service"] = f"http://127.0.0.1:{settings.port}"
         if not wait_http(f"{urls['service']}/readyz", 180, alive=lambda: running(state, "service") is not None):
-            echo(f"the service is not ready yet; see {state.stack / 'service.log'}")
+            echo(f"the service is not ready yet; see {log_path(state, 'service')}")
     (state.stack / "env").write_text(f"export PREFECT_API_URL={api}\n")
     return urls
 

@@ -6,9 +6,11 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import bentoml
+import yaml
 
 from clip_har.settings import load_settings
 
@@ -37,25 +39,17 @@ def save_to_store(
     return str(model.tag)
 
 
-def build_bento() -> str:
-    """`bentoml build` of the service from the repo root (offline: no package locking)."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "build",
-            "-f",
-            str(DEPLOYMENTS / "bentofile.yaml"),
-            str(PROJECT),
-            "--output",
-            "tag",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=PROJECT,
-        timeout=600,
-    )
+def build_bento(model_tag: str) -> str:
+    """`bentoml build` of the service from the repo root with `model_tag` in it (offline: no
+    package locking). The bentofile names a default model; the one just saved replaces it, so the
+    Bento holds this model whatever the `model_name` setting is."""
+    spec = yaml.safe_load((DEPLOYMENTS / "bentofile.yaml").read_text())
+    spec["models"] = [model_tag]
+    with tempfile.TemporaryDirectory() as tmp:
+        bentofile = Path(tmp) / "bentofile.yaml"
+        bentofile.write_text(yaml.safe_dump(spec, sort_keys=False))
+        cmd = [sys.executable, "-m", "bentoml", "build", "-f", str(bentofile), str(PROJECT), "--output", "tag"]
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=PROJECT, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"bentoml build failed: {(out.stderr or out.stdout).strip()[-2000:]}")
     return out.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
@@ -64,4 +58,4 @@ def build_bento() -> str:
 def package(onnx_dir: Path, lineage: dict[str, str], name: str, model_dir: Path | None = None) -> dict[str, str]:
     """Model store + Bento for a promoted model; returns the tags for the lineage record."""
     model_tag = save_to_store(onnx_dir, lineage, name, model_dir)
-    return {"bento_model": model_tag, "bento": build_bento()}
+    return {"bento_model": model_tag, "bento": build_bento(model_tag)}

@@ -124,7 +124,6 @@ class ClipHar:
         # Labels, preprocessing and the text tower of every model the batched worker answers with;
         # the image graph lives in the batched worker only
         self.slot = _slot(warm=False)
-        self.limits = SETTINGS.limits
         state = SETTINGS.state
         self.log = PredictionLog(state.predictions) if SETTINGS.logs_predictions else NullLog()
         self.review = ReviewQueue(state.review) if SETTINGS.keeps_review_queue else None
@@ -137,16 +136,16 @@ class ClipHar:
         """Pixels [N,3,S,S] uint8, image statistics, and the uploaded bytes (for the review queue)."""
         if not images:
             raise InvalidArgument("field 'images' needs at least one file")
-        if len(images) > self.limits.max_files:
-            raise InvalidArgument(f"too many files: {len(images)} > {self.limits.max_files}")
+        if len(images) > SETTINGS.max_files:
+            raise InvalidArgument(f"too many files: {len(images)} > {SETTINGS.max_files}")
         predictor = self.slot.current.predictor
         arrays, stats, raw = [], [], []
         for i, path in enumerate(images):
             size = Path(path).stat().st_size
             if size == 0:
                 raise InvalidArgument(f"file {i + 1} is empty")
-            if size > self.limits.max_file_mb * 1e6:
-                raise InvalidArgument(f"file {i + 1} is {size} bytes, over {self.limits.max_file_mb} MB")
+            if size > SETTINGS.max_file_mb * 1e6:
+                raise InvalidArgument(f"file {i + 1} is {size} bytes, over {SETTINGS.max_file_mb} MB")
             try:
                 # uint8 pixels: a quarter of the bytes to the batched worker, which normalises
                 data = Path(path).read_bytes()
@@ -208,10 +207,8 @@ class ClipHar:
         labels = parse_labels(labels)
         if not labels:
             raise InvalidArgument("field 'labels' needs at least one non-empty label")
-        if len(labels) > self.limits.max_labels or max(len(s) for s in labels) > self.limits.max_label_chars:
-            raise InvalidArgument(
-                f"at most {self.limits.max_labels} labels of {self.limits.max_label_chars} characters"
-            )
+        if len(labels) > SETTINGS.max_labels or max(len(s) for s in labels) > SETTINGS.max_label_chars:
+            raise InvalidArgument(f"at most {SETTINGS.max_labels} labels of {SETTINGS.max_label_chars} characters")
         _, emb, loaded = await self._infer(self._decode(images)[0])  # image side through the batched worker
         scores = loaded.predictor.zero_shot(emb, labels)  # the text tower of the same model
         results = [
@@ -228,10 +225,10 @@ class ClipHar:
         from clip_har.serving.video import sample_frames, smooth_segments
 
         size = Path(video).stat().st_size
-        if size == 0 or size > self.limits.max_video_mb * 1e6:
-            raise InvalidArgument(f"video must be 1 byte to {self.limits.max_video_mb} MB, got {size} bytes")
+        if size == 0 or size > SETTINGS.max_video_mb * 1e6:
+            raise InvalidArgument(f"video must be 1 byte to {SETTINGS.max_video_mb} MB, got {size} bytes")
         try:
-            frames = sample_frames(Path(video), fps, self.limits.max_frames)
+            frames = sample_frames(Path(video), fps, SETTINGS.max_frames)
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         from clip_har.preprocess import to_pixels

@@ -16,4 +16,4 @@ def service_reload(bento_model: str | None = None, url: str = "") -> dict:
     if bento_model == "":  # what the promotion event carries when the model was not packaged
         raise ValueError("the promoted model was not packaged (export disabled?): nothing to serve")
     settings = load_settings()
-    return switch_service(url or settings.service, bento_model or settings.serving_model)
+    return switch_service(url or settings.service, bento_model or f"{settings.model_name}:latest")

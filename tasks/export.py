@@ -26,14 +26,14 @@ def export(cfg: PipelineConfig, data: DataRef, run_dir: RunDir) -> ExportSummary
 
 
 @task(name="package", cache_policy=NO_CACHE)
-def package(export: ExportSummary, reg: Registration, run_dir: RunDir) -> dict[str, str]:
+def package(exported: ExportSummary, reg: Registration, run_dir: RunDir) -> dict[str, str]:
     """BentoML model store + Bento build (BentoML lives outside the library, in deployments/)."""
     import json
 
     from deployments.bento_pack import package as bento_package
 
     lineage = {**json.loads(run_dir.lineage.read_text()), "registry_version": reg.version}
-    return bento_package(Path(export.onnx_dir), lineage, reg.model_name, model_dir=run_dir.model)
+    return bento_package(Path(exported.onnx_dir), lineage, reg.model_name, model_dir=run_dir.model)
 
 
 @task(name="record-lineage", cache_policy=NO_CACHE)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from clip_har.settings import TELEMETRY_OFF
+from clip_har.settings import TELEMETRY_OFF, Settings, env_name
 from clip_har.synth.generate import SynthSpec, synthesize
 
 for _k, _v in TELEMETRY_OFF.items():
@@ -31,6 +31,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
     for item in gpu_items:
         item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _default_settings() -> Iterator[None]:
+    """Each test starts from the settings' defaults, whatever the shell (or an earlier test's
+    `apply_env`) exported; tests set what they need with monkeypatch."""
+    names = [env_name(f) for f in Settings.model_fields]
+    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+    yield
+    for n in names:
+        os.environ.pop(n, None)
+    os.environ.update(saved)
 
 
 def _free_port() -> int:

@@ -108,3 +108,29 @@ def test_pytorch_backend_matches_onnx(
     assert np.allclose(p_onnx, p_torch, atol=1e-4) and np.allclose(e_onnx, e_torch, atol=1e-4)
     with pytest.raises(ValueError, match="unknown backend"):
         Predictor(store, "tensorflow")
+
+
+@pytest.mark.integration
+def test_bento_holds_the_model_just_saved_under_the_configured_name(
+    tiny_model: Path, tiny_onnx: Path, tmp_path: Path
+) -> None:
+    """Packaging under another model name (CLIP_HAR_MODEL_NAME) builds a Bento with that model,
+    not the bentofile's default."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, '.'); import bentoml;"
+        "from deployments.bento_pack import package;"
+        f"tags = package(Path({str(tiny_onnx)!r}), {{'data_version': 'd1'}}, 'har', Path({str(tiny_model)!r}));"
+        "models = [str(m.tag) for m in bentoml.bentos.get(tags['bento']).info.models];"
+        "print(json.dumps({**tags, 'models': models}))"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml")}  # BentoML reads it at import
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["bento_model"].startswith("har:") and result["models"] == [result["bento_model"]]

@@ -32,9 +32,10 @@ DECLARED = {env_name(f) for f in Settings.model_fields}
 
 
 def _read_by_code() -> dict[str, set[str]]:
-    """Each CLIP_HAR_* name in the product's code and config → the files naming it."""
+    """Each CLIP_HAR_* name in the code, its config and benchmarks → the files naming it."""
     found: dict[str, set[str]] = {}
-    files = [p for d in ("clip_har", "clip_har_cli", "tasks", "flows", "deployments") for p in (ROOT / d).rglob("*")]
+    dirs = ("clip_har", "clip_har_cli", "tasks", "flows", "deployments", "bench")
+    files = [p for d in dirs for p in (ROOT / d).rglob("*")]
     for path in [*files, ROOT / "prefect.yaml", ROOT / "Makefile"]:
         if path.suffix in (".py", ".yaml", ".yml", "") and path.is_file():
             for name in VAR.findall(path.read_text(errors="replace")):
@@ -131,3 +132,21 @@ def test_cli_with_a_bad_setting_exits_2_with_one_line(monkeypatch: pytest.Monkey
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: CLIP_HAR_PORT")
+
+
+def test_relative_paths_reach_children_resolved(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI, the worker and the service (which runs in deployments/) have different working
+    directories: relative settings must not send the log writer and its readers apart."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLIP_HAR_HOME", "rel")
+    monkeypatch.setenv("CLIP_HAR_PREDICTION_LOG", "logs")
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # apply_env writes here; undone after the test
+    load_settings().state.apply_env()
+    assert os.environ["CLIP_HAR_HOME"] == str(tmp_path / "rel")
+    assert os.environ["CLIP_HAR_PREDICTION_LOG"] == str(tmp_path / "logs")
+    (tmp_path / "deployments").mkdir()
+    monkeypatch.chdir(tmp_path / "deployments")  # a child started elsewhere, with that environment
+    state = StateDir.from_env()
+    assert (state.root, state.predictions) == (tmp_path / "rel", tmp_path / "logs")

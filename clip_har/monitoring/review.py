@@ -84,7 +84,7 @@ class ReviewQueue:
             suffix,
             reason=reason,
         )
-        (pending / f"{item.id}{suffix}").write_bytes(image)
+        self.image(item).write_bytes(image)
         _write_json(pending / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
         self._count += 1
         return item.id

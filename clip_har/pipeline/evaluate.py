@@ -93,7 +93,7 @@ def run(
     (out / "summary.md").write_text(md)
     png = confusion_png(report, meta.classes, out / "confusion.png")
     summary = EvalSummary(
-        str(report.save(out / "report.json")),
+        str(report.save(run_dir.eval_report)),
         str(zero_shot.save(out / "zero_shot.json")),
         str(png),
         md,

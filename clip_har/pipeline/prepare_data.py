@@ -29,12 +29,12 @@ def synth_spec(
     """The profile's synthetic world, optionally another sample of it (n, seed), style or size."""
     s = cfg.data.synth
     return SynthSpec(
-        n=n or s.n,
+        n=s.n if n is None else n,
         seed=s.seed if seed is None else seed,
-        size=size or s.size,
+        size=s.size if size is None else size,
         classes=tuple(cfg.data.classes),
         priors=tuple(s.priors),
-        style=style or s.style,
+        style=s.style if style is None else style,
         splits=tuple(cfg.data.splits),  # type: ignore[arg-type]
     )
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 MODEL, ONNX, EVAL = "model", "onnx", "eval"
 LINEAGE = "lineage.json"
+EVAL_REPORT = "report.json"  # in EVAL: the held-out report the gate compares champions by
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class RunDir:
     @property
     def eval(self) -> Path:
         return self.root / EVAL
+
+    @property
+    def eval_report(self) -> Path:
+        return self.eval / EVAL_REPORT
 
     @property
     def tensorrt(self) -> Path:
