@@ -38,6 +38,7 @@ class SynthConfig(_Strict):
 class DataConfig(_Strict):
     source: Literal["synth", "folder", "csv"] = "synth"
     path: str | None = None  # image folder or CSV for the non-synthetic sources
+    allow_outside: bool = False  # csv: rows may name files outside the CSV's folder
     name: str = "demo"  # dataset name in the data registry
     classes: tuple[str, ...] = HAR_CLASSES
     splits: tuple[float, float, float] = DEFAULT_SPLITS

@@ -109,15 +109,18 @@ def data_ingest(
     out: Path,
     kind: str = typer.Option("folder", help="folder (one sub-folder per class) or csv (path,label[,split])"),
     seed: int = 0,
+    allow_outside: bool = typer.Option(False, "--allow-outside", help="csv: rows may name files outside its folder"),
 ) -> None:
     """Build a data root (copied images + manifest) from an image folder or a CSV."""
     from clip_har.data.manifest import from_csv, from_folder
 
-    builders = {"folder": from_folder, "csv": from_csv}
-    if kind not in builders:
+    if kind not in ("folder", "csv"):
         fail(f"unknown kind {kind!r}; use folder or csv", 2)
     try:
-        builders[kind](source, out, seed=seed)
+        if kind == "csv":
+            from_csv(source, out, seed=seed, allow_outside=allow_outside)
+        else:
+            from_folder(source, out, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc), 2)
     typer.echo(f"data root written to {out}")

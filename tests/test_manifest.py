@@ -55,3 +55,63 @@ def test_stratified_split_is_deterministic_and_stratified() -> None:
     assert sum(1 for lab, s in zip(labels, s1, strict=True) if lab == "b" and s == "test") == 6
     with pytest.raises(ValueError):
         stratified_split(labels, (0.5, 0.5, 0.5), seed=0)
+
+
+@pytest.mark.parametrize("label", ["../../escaped", "/abs-escape", "a/b", "..", "", "run ning", "x" * 65])
+def test_from_csv_refuses_a_label_that_is_not_a_class_name(tmp_path: Path, label: str) -> None:
+    """Labels become folder names: one such as ../../x would write outside the data root."""
+    _folder(tmp_path)
+    rows = [{"path": "photos/running/0.png", "label": "running"}, {"path": "photos/running/1.png", "label": label}]
+    pd.DataFrame(rows).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(ValueError, match=r"row 3: label"):
+        from_csv(tmp_path / "l.csv", tmp_path / "data" / "root")
+    assert not (tmp_path / "data").exists()  # nothing written, inside or out
+    assert not (tmp_path / "escaped").exists() and not Path("/abs-escape").exists()
+
+
+def test_from_csv_paths_outside_its_folder_need_the_flag(tmp_path: Path) -> None:
+    _folder(tmp_path)
+    (tmp_path / "lists").mkdir()
+    rows = [{"path": "../photos/running/0.png", "label": "running"}]
+    rows.append({"path": str(tmp_path / "photos" / "texting" / "0.png"), "label": "texting"})
+    pd.DataFrame(rows).to_csv(tmp_path / "lists" / "l.csv", index=False)
+    with pytest.raises(ValueError, match=r"row 2: .*outside"):
+        from_csv(tmp_path / "lists" / "l.csv", tmp_path / "root")
+    assert not (tmp_path / "root").exists()
+    root = from_csv(tmp_path / "lists" / "l.csv", tmp_path / "root", allow_outside=True)
+    assert len(pd.read_csv(root / "manifest.csv")) == 2
+
+
+def test_from_folder_refuses_sub_folders_that_are_not_class_names(tmp_path: Path) -> None:
+    src = _folder(tmp_path)
+    (src / "not a class").mkdir()
+    Image.new("RGB", (40, 30)).save(src / "not a class" / "0.png")
+    with pytest.raises(ValueError, match="not a class"):
+        from_folder(src, tmp_path / "root")
+    assert not (tmp_path / "root").exists()
+
+
+def test_cli_ingest_names_the_row_and_takes_the_flag(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from clip_har_cli.main import app
+
+    _folder(tmp_path)
+    (tmp_path / "lists").mkdir()
+    pd.DataFrame([{"path": "../photos/running/0.png", "label": "running"}]).to_csv(tmp_path / "lists" / "l.csv")
+    args = ["data", "ingest", str(tmp_path / "lists" / "l.csv"), str(tmp_path / "root"), "--kind", "csv"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "row 2" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert CliRunner().invoke(app, [*args, "--allow-outside"]).exit_code == 0
+
+
+def test_merge_refuses_sub_folders_that_are_not_class_names(tiny_data: Path, tmp_path: Path) -> None:
+    from clip_har.config import DataConfig
+    from clip_har.data.merge import merge_folder
+
+    before = (tiny_data / "manifest.csv").read_bytes()
+    (tmp_path / "new" / "..running").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "new" / "..running" / "0.png")
+    with pytest.raises(ValueError, match="not a class name"):
+        merge_folder(tiny_data, tmp_path / "new", DataConfig(min_per_class=5))
+    assert (tiny_data / "manifest.csv").read_bytes() == before

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,17 @@ MANIFEST = "manifest.csv"
 COLUMNS: tuple[str, ...] = ("path", "label", "split", "sha256", "width", "height", "caption", "source")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+# A label names a folder under images/: letters, digits, _ and -, so none can climb out of the root.
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_label(label: object, where: str) -> str:
+    """`label` if it is a class name, else ValueError naming `where` (a row or a folder)."""
+    if not isinstance(label, str) or not CLASS_NAME.fullmatch(label):
+        raise ValueError(
+            f"{where}: label {label!r} is not a class name (letters, digits, _ and -, at most 64 characters)"
+        )
+    return label
 
 
 def sha256_file(path: Path) -> str:
@@ -126,6 +138,8 @@ def from_folder(src: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLI
     files = sorted(f for f in src.glob("*/*") if f.is_file() and not f.name.startswith("."))
     if not files:
         raise ValueError(f"image folder {src} has no files in class sub-folders")
+    for folder in sorted({f.parent for f in files}):
+        check_label(folder.name, f"sub-folder {folder}")
     with staged_dir(dest) as root:
         rows = [
             {
@@ -142,19 +156,39 @@ def from_folder(src: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLI
     return Path(dest)
 
 
-def from_csv(csv: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLITS, seed: int = 0) -> Path:
-    """A CSV with `path,label[,split][,caption]` (paths relative to the CSV) → a data root."""
+def _csv_sources(csv: Path, table: pd.DataFrame, allow_outside: bool) -> list[Path]:
+    """Each row's file, checked before anything is written: a class-name label, an existing file,
+    and (unless `allow_outside`) a path inside the CSV's folder. Errors name the row."""
+    home, files = csv.parent.resolve(), []
+    for i, rec in enumerate(table.to_dict("records")):
+        where = f"{csv} row {i + 2}"  # the header is row 1
+        check_label(rec["label"], where)
+        f = (csv.parent / rec["path"]).resolve()  # an absolute path stays itself
+        if not allow_outside and not f.is_relative_to(home):
+            raise ValueError(
+                f"{where}: {rec['path']} is outside the CSV's folder {home}"
+                " (allow it: --allow-outside, or data.allow_outside=true in the profile)"
+            )
+        if not f.is_file():
+            raise FileNotFoundError(f"{where}: file {rec['path']} does not exist")
+        files.append(f)
+    return files
+
+
+def from_csv(
+    csv: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLITS, seed: int = 0, allow_outside: bool = False
+) -> Path:
+    """A CSV with `path,label[,split][,caption]` (paths relative to the CSV) → a data root.
+    `allow_outside`: rows may name files outside the CSV's folder."""
     csv = Path(csv)
     table = pd.read_csv(csv, dtype=str).fillna("")
     for col in ("path", "label"):
         if col not in table.columns:
             raise ValueError(f"{csv}: column {col!r} is required (have {list(table.columns)})")
+    files = _csv_sources(csv, table, allow_outside)
     with staged_dir(dest) as root:
         rows = []
-        for i, rec in enumerate(table.to_dict("records")):
-            f = Path(rec["path"]) if Path(rec["path"]).is_absolute() else csv.parent / rec["path"]
-            if not f.is_file():
-                raise FileNotFoundError(f"{csv} row {i + 2}: file {rec['path']} does not exist")
+        for i, (f, rec) in enumerate(zip(files, table.to_dict("records"), strict=True)):
             rows.append(
                 {
                     "path": _copy_in(f, root, rec["label"], i),

@@ -14,6 +14,7 @@ import pandas as pd
 from clip_har.config import DataConfig
 from clip_har.data.manifest import (
     IMAGE_SUFFIXES,
+    check_label,
     describe_files,
     read_manifest,
     staged_dir,
@@ -32,6 +33,8 @@ def merge_folder(root: Path, folder: Path, data: DataConfig) -> tuple[int, Valid
     files = sorted(f for f in folder.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder} has no images in class sub-folders")
+    for sub in sorted({f.parent for f in files}):
+        check_label(sub.name, f"sub-folder {sub}")
     report: ValidationReport | None = None
     with staged_dir(root) as tmp:
         shutil.copytree(root, tmp, dirs_exist_ok=True)

@@ -50,5 +50,5 @@ def run(cfg: PipelineConfig, state: StateDir) -> DataRef:
     elif d.source == "folder":
         from_folder(Path(d.path), dest, d.splits, d.split_seed)
     else:
-        from_csv(Path(d.path), dest, d.splits, d.split_seed)
+        from_csv(Path(d.path), dest, d.splits, d.split_seed, allow_outside=d.allow_outside)
     return DataRef(d.name, str(dest), d.source)
