@@ -8,6 +8,7 @@ so those libraries write under the state dir. No other module reads `os.environ`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,16 @@ class Settings(BaseSettings):
             self.home.resolve(), folder(self.prediction_log), folder(self.review_dir), folder(self.reports_dir)
         )
 
+    def check_exposure(self, host: str | None = None) -> None:
+        """Listening beyond loopback without an admin token would open POST /admin/reload to
+        the network: SettingsError says so (`host` default: the `host` setting)."""
+        host = host or self.host
+        if not self.admin_token and not is_loopback(host):
+            raise SettingsError(
+                f"refusing to listen on {host} without {env_name('admin_token')}: "
+                "POST /admin/reload would be open to the network"
+            )
+
     @property
     def logs_predictions(self) -> bool:
         return self.prediction_log != "off"
@@ -125,6 +136,15 @@ class Settings(BaseSettings):
     @property
     def mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def env_name(field: str) -> str:

@@ -258,11 +258,15 @@ def serve(
     from clip_har.settings import child_env, env_name
 
     state, settings = _state(), _settings()
+    host, port = host or settings.host, port or settings.port
+    try:
+        settings.check_exposure(host)
+    except SettingsError as exc:
+        fail(str(exc), 2)
     try:
         champion = champion_bento(state, settings.model_name)
     except LookupError as exc:
         fail(str(exc))
-    host, port = host or settings.host, port or settings.port
     env = child_env({env_name("model"): champion.bento_model, env_name("backend"): champion.backend})
     typer.echo(f"serving champion v{champion.version} ({champion.bento_model}) on http://{host}:{port}")
     deployments = Path(__file__).resolve().parents[1] / "deployments"

@@ -70,6 +70,10 @@ def wait_http(url: str, seconds: float = 90, alive: Callable[[], bool] | None = 
 
 def up(echo=print) -> dict[str, str]:
     settings = load_settings()
+    try:
+        settings.check_exposure()  # the service `up` starts listens on the `host` setting
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
     state = settings.state
     state.apply_env()
     api = settings.prefect_api

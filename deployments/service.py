@@ -6,6 +6,7 @@ the model from the BentoML store (CLIP_HAR_MODEL, default <model name>:latest), 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import re
 import uuid
@@ -36,6 +37,8 @@ def _resolve(tag: str) -> tuple[str, Path]:
         model = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
         raise InvalidArgument(f"model {tag!r} is not in the BentoML model store") from exc
+    except (ValueError, BentoMLException) as exc:  # BentoML's words for a malformed tag
+        raise InvalidArgument(f"model {tag!r} is not a valid BentoML tag (name:version)") from exc
     return str(model.tag), Path(model.path)
 
 
@@ -249,9 +252,15 @@ class ClipHar:
 
         The new model is loaded and warmed here and in the batched worker before it serves;
         requests in flight finish on the previous one, so none fails during the switch."""
-        token = SETTINGS.admin_token
-        if token and ctx.request.headers.get("x-admin-token") != token:
+        token, given = SETTINGS.admin_token, ctx.request.headers.get("x-admin-token", "")
+        if token and not hmac.compare_digest(given.encode(), token.encode()):  # no timing side channel
             raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
+        # JSON only: a cross-site form or text/plain POST needs no CORS preflight
+        if ctx.request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise BentoMLException(
+                "POST /admin/reload takes a JSON body (Content-Type: application/json)",
+                error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            )
         try:
             loaded = await asyncio.to_thread(self.slot.prepare, model)
         except ValueError as exc:  # nothing moved

@@ -348,3 +348,20 @@ def test_graceful_stop_loses_no_logged_prediction(own_server: Server, jpgs: list
     assert embeddings_matrix(df).shape == (len(df), 64)
     assert df["brightness"].between(0, 255).all() and set(df["model_version"]) == {old, new}
     assert len(ReviewQueue(own_server.review).items()) == answered
+
+
+def test_admin_reload_refuses_malformed_tags_and_non_json_bodies(server: str) -> None:
+    """A malformed tag is a 400 with the reason (not a 500); a body that is not JSON, such as a
+    cross-site `text/plain` POST a browser sends without a preflight, is refused even with the
+    token; nothing moves."""
+    reload, before = f"{server}/admin/reload", httpx.get(f"{server}/model", timeout=10).json()["model_version"]
+    for tag in ("::", "a b", "../x"):
+        r = httpx.post(reload, json={"model": tag}, headers=ADMIN, timeout=60)
+        assert r.status_code == 400 and "not a valid" in r.text, (tag, r.status_code, r.text)
+    body = json.dumps({"model": before})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+        r = httpx.post(reload, content=body, headers={**ADMIN, "Content-Type": content_type}, timeout=60)
+        assert r.status_code == 415 and "application/json" in r.text, (content_type, r.status_code, r.text)
+    wrong = httpx.post(reload, json={"model": before}, headers={"X-Admin-Token": "s3creT"}, timeout=60)
+    assert wrong.status_code == 403
+    assert httpx.get(f"{server}/model", timeout=10).json()["model_version"] == before

@@ -4,6 +4,7 @@ events and trigger reasons in prefect.yaml are the declared ones; derived paths 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,40 @@ def test_relative_paths_reach_children_resolved(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.chdir(tmp_path / "deployments")  # a child started elsewhere, with that environment
     state = StateDir.from_env()
     assert (state.root, state.predictions) == (tmp_path / "rel", tmp_path / "logs")
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "exit_code", "needle"),
+    [
+        ("0.0.0.0", "", 2, "refusing to listen on 0.0.0.0 without CLIP_HAR_ADMIN_TOKEN"),
+        ("example.org", "", 2, "refusing to listen"),
+        ("0.0.0.0", "s3cret", 1, "no champion yet"),  # allowed: it gets as far as the champion lookup
+        ("127.0.0.1", "", 1, "no champion yet"),
+        ("::1", "", 1, "no champion yet"),
+    ],
+)
+def test_serving_beyond_loopback_needs_an_admin_token(
+    monkeypatch: pytest.MonkeyPatch, state_dir: Path, host: str, token: str, exit_code: int, needle: str
+) -> None:
+    from clip_har_cli.main import app
+
+    monkeypatch.setenv("CLIP_HAR_ADMIN_TOKEN", token)
+    result = CliRunner().invoke(app, ["serve", "--host", host])
+    assert result.exit_code == exit_code and needle in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_the_stack_refuses_to_start_beyond_loopback_without_a_token(
+    monkeypatch: pytest.MonkeyPatch, state_dir: Path, free_port: Callable[[], int]
+) -> None:
+    from clip_har_cli import stack
+
+    for var in ("CLIP_HAR_PREFECT_PORT", "CLIP_HAR_MLFLOW_PORT", "CLIP_HAR_PORT"):
+        monkeypatch.setenv(var, str(free_port()))  # should a regression start it: never the defaults
+    monkeypatch.setenv("CLIP_HAR_HOST", "0.0.0.0")
+    try:
+        with pytest.raises(RuntimeError, match="CLIP_HAR_ADMIN_TOKEN"):
+            stack.up(print)
+        assert not state_dir.exists()  # nothing started, nothing written
+    finally:
+        stack.down(print)  # should a regression start the stack, stop it
