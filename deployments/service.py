@@ -199,7 +199,7 @@ class ClipHar:
             self.log.append(PredictionRecord(request_id, version, top[0]["label"], top[0]["score"], e.tolist(), **st))
             novel = loaded.novelty.reason(st) if loaded.novelty else None
             if self.review is not None and (novel or self.review.is_uncertain(p)):  # wait for a person to label
-                self.review.offer(data, p, classes, version, Path(path).suffix or ".jpg", novel)
+                self.review.offer(data, p, classes, version, Path(path).suffix, novel)
         return {"model_version": version, "results": results}
 
     @bentoml.api(route="/classify")

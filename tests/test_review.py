@@ -79,3 +79,40 @@ def test_review_cli(tmp_path: Path, state_dir: Path) -> None:
     assert runner.invoke(app, ["review", "label", item, "texting"]).exit_code == 0
     r = runner.invoke(app, ["review", "export", str(tmp_path / "out")])
     assert r.exit_code == 0 and (tmp_path / "out" / "texting" / f"{item}.jpg").is_file()
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "hint", "stored"), [(_png(), ".json", ".png"), (b"raw", ".json", ".jpg")], ids=["png", "not-an-image"]
+)
+def test_the_stored_suffix_never_comes_from_the_client_name(
+    tmp_path: Path, data: bytes, hint: str, stored: str
+) -> None:
+    """An upload named x.json once overwrote its own metadata file."""
+    q = ReviewQueue(tmp_path)
+    item_id = q.offer(data, _probs(0.2), CLASSES, "v1", suffix=hint)
+    (item,) = q.items()
+    assert item.id == item_id and item.suffix == stored and q.image(item).read_bytes() == data
+
+
+def test_a_broken_review_folder_costs_the_item_not_the_prediction(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    q = ReviewQueue(tmp_path / "a-file" / "review")  # every write fails (NotADirectoryError)
+    assert q.offer(_png(), _probs(0.2), CLASSES, "v1") is None
+
+
+def test_the_queue_has_a_byte_budget(tmp_path: Path) -> None:
+    image = _png()
+    q = ReviewQueue(tmp_path, max_pending_mb=1.5 * len(image) / 1e6)
+    assert q.offer(image, _probs(0.2), CLASSES, "v1")
+    assert q.offer(image, _probs(0.2), CLASSES, "v1") is None  # over the budget: not kept
+    assert len(q.items()) == 1

@@ -5,7 +5,9 @@ folder (one sub-folder per class) for ingestion."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -15,8 +17,26 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from clip_har.data.manifest import IMAGE_SUFFIXES
 
 PENDING, LABELLED = "pending", "labelled"
+SUFFIX_OF_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+log = logging.getLogger(__name__)
+
+
+def stored_suffix(image: bytes, hint: str) -> str:
+    """The suffix an image is kept under: its real format's; else `hint` (the client's) if it is
+    an image suffix; else .jpg. Never the client's word alone: `x.json` would overwrite the item's
+    metadata, and ingest only takes image suffixes."""
+    try:
+        fmt = Image.open(io.BytesIO(image)).format  # reads the header only
+    except Exception:  # any unreadable header: fall back to the hint
+        fmt = None
+    if fmt in SUFFIX_OF_FORMAT:
+        return SUFFIX_OF_FORMAT[fmt]
+    return hint.lower() if hint.lower() in IMAGE_SUFFIXES else ".jpg"
 
 
 @dataclass
@@ -46,11 +66,13 @@ class ReviewQueue:
         max_score: float = 0.5,
         min_entropy: float = 0.6,
         max_pending: int = 10_000,
+        max_pending_mb: float = 2_000.0,
         recount_s: float = 5.0,
     ) -> None:
         self.root = Path(root)
         self.max_score, self.min_entropy, self.max_pending = max_score, min_entropy, max_pending
-        self.recount_s, self._count, self._counted_at = recount_s, 0, float("-inf")
+        self.max_pending_bytes = int(max_pending_mb * 1e6)
+        self.recount_s, self._count, self._bytes, self._counted_at = recount_s, 0, 0, float("-inf")
 
     def is_uncertain(self, probs: np.ndarray) -> bool:
         return float(np.max(probs)) < self.max_score or entropy(probs) > self.min_entropy
@@ -65,13 +87,24 @@ class ReviewQueue:
         novelty: str | None = None,
     ) -> str | None:
         """Keep the image if the prediction is uncertain or `novelty` gives a reason (and the
-        queue is not full); its id or None."""
+        queue is within its item and byte budgets); its id or None. Best effort: a folder that
+        cannot be written loses the item (logged), never the caller's prediction."""
         reason = "uncertain" if self.is_uncertain(probs) else novelty
         if reason is None:
             return None
+        try:
+            return self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), reason)
+        except OSError as exc:
+            log.warning("review queue %s: item not kept (%s)", self.root, exc)
+            return None
+
+    def _keep(
+        self, image: bytes, probs: np.ndarray, classes: list[str], model_version: str, suffix: str, reason: str
+    ) -> str | None:
         pending = self.root / PENDING
         pending.mkdir(parents=True, exist_ok=True)
-        if self._pending_count(pending) >= self.max_pending:
+        count, size = self._pending_usage(pending)
+        if count >= self.max_pending or size + len(image) > self.max_pending_bytes:
             return None
         k = int(np.argmax(probs))
         item = ReviewItem(
@@ -84,18 +117,24 @@ class ReviewQueue:
             suffix,
             reason=reason,
         )
-        self.image(item).write_bytes(image)
-        _write_json(pending / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
-        self._count += 1
+        try:
+            self.image(item).write_bytes(image)
+            _write_json(pending / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
+        except OSError:
+            self.image(item).unlink(missing_ok=True)  # no orphan image without its metadata
+            raise
+        self._count, self._bytes = self._count + 1, self._bytes + len(image)
         return item.id
 
-    def _pending_count(self, pending: Path) -> int:
-        """Pending items, recounted from disk at most every few seconds (people label from other
-        processes); a scan per offer would make a long queue slow down every request."""
+    def _pending_usage(self, pending: Path) -> tuple[int, int]:
+        """Pending items and their image bytes, recounted from disk at most every few seconds
+        (people label from other processes); a scan per offer would slow down every request."""
         now = time.monotonic()
         if now - self._counted_at > self.recount_s:
-            self._count, self._counted_at = sum(1 for _ in pending.glob("*.json")), now
-        return self._count
+            images = [p for p in pending.iterdir() if p.suffix not in (".json", ".tmp")]
+            self._count, self._bytes = len(images), sum(_size(p) for p in images)
+            self._counted_at = now
+        return self._count, self._bytes
 
     def items(self, state: str = PENDING) -> list[ReviewItem]:
         folder = self.root / state
@@ -137,6 +176,13 @@ class ReviewQueue:
             _write_json(self.root / LABELLED / f"{item.id}.json", asdict(item))
             n += 1
         return n
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # labelled (moved) by another process since the listing
+        return 0
 
 
 def _write_json(path: Path, data: dict) -> None:
