@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from clip_har.monitoring.predlog import PredictionLog, PredictionRecord, embeddings_matrix, image_stats, read_log
@@ -49,3 +50,48 @@ def test_image_stats() -> None:
     assert image_stats(dark)["brightness"] < 20 < 200 < image_stats(bright)["brightness"]
     assert image_stats(dark)["height"] == 20 and image_stats(dark)["contrast"] == 0.0
     assert np.isfinite(image_stats(bright)["contrast"])
+
+
+def test_a_failed_write_neither_kills_the_writer_nor_loses_the_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = PredictionLog._write, []
+
+    def flaky(self: PredictionLog, rows: list) -> None:
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise OSError("disk full")  # e.g. a full or read-only log folder, once
+        real(self, rows)
+
+    monkeypatch.setattr(PredictionLog, "_write", flaky)
+    log = PredictionLog(tmp_path, flush_rows=5, flush_seconds=60)
+    for i in range(12):
+        assert log.append(_rec(i, 1_700_000_000 + i))
+    log.close()
+    df, _ = read_log(tmp_path)
+    assert len(df) == 12 and log.written == 12 and log.write_errors == 1
+    assert sorted(df["request_id"]) == sorted(f"r{i}" for i in range(12))
+
+
+def test_close_returns_when_the_writer_is_stuck_and_the_queue_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(self: PredictionLog, rows: list) -> None:
+        entered.set()
+        release.wait(60)
+
+    monkeypatch.setattr(PredictionLog, "_write", stuck)
+    log = PredictionLog(tmp_path, max_queue=2, flush_rows=1, flush_seconds=60)
+    log.append(_rec(0, 1.0))
+    assert entered.wait(30)  # the writer is inside a write that does not return
+    while log.append(_rec(1, 1.0)):  # fill the queue (two records)
+        pass
+    closer = threading.Thread(target=log.close, kwargs={"timeout": 1.0})
+    closer.start()
+    closer.join(30)  # a generous bound: before the fix, close() never returned
+    release.set()
+    assert not closer.is_alive()

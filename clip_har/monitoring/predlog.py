@@ -1,12 +1,14 @@
 """The prediction log: an append-only store of served predictions (hourly Parquet parts).
 
 Writes happen on a background thread, off the request path, in batches; memory is bounded by
-the queue size; `close()` drains the queue, so a graceful shutdown loses nothing. Readers skip
+the queue size; `close()` drains the queue, so a graceful shutdown loses nothing. A failed write
+(full or read-only folder) is logged and retried, never the end of the writer. Readers skip
 (and report) empty or corrupt parts instead of failing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -21,6 +23,7 @@ import pandas as pd
 from PIL import Image, ImageStat
 
 PART_GLOB = "*/*/part-*.parquet"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class PredictionLog:
         self._q: queue.Queue[PredictionRecord | None] = queue.Queue(maxsize=max_queue)
         self.dropped = 0  # records refused because the writer fell behind (bounded memory)
         self.written = 0
+        self.write_errors = 0  # failed part writes; their rows are kept and retried
+        self._max_kept, self._retry_at = max_queue, 0.0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -69,9 +74,15 @@ class PredictionLog:
             return False
 
     def close(self, timeout: float = 30.0) -> None:
-        """Drain and write everything queued, then stop the writer."""
-        self._q.put(None)
-        self._thread.join(timeout)
+        """Drain and write everything queued, then stop the writer. Returns within about
+        `timeout` even if the writer is stuck (what it has not written is then lost, logged)."""
+        deadline = time.monotonic() + timeout
+        try:
+            self._q.put(None, timeout=timeout)
+        except queue.Full:
+            log.error("prediction log %s: writer stuck; %d queued records not written", self.root, self._q.qsize())
+            return
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
 
     def _run(self) -> None:
         buf: list[PredictionRecord] = []
@@ -82,13 +93,28 @@ class PredictionLog:
             except queue.Empty:
                 item = ...
             if item is None:
-                self._write(buf)
+                if lost := self._flush(buf):
+                    log.error("prediction log %s: %d records not written at close", self.root, len(lost))
                 return
             if item is not ...:
                 buf.append(item)
             if buf and (len(buf) >= self.flush_rows or time.monotonic() - last >= self.flush_seconds):
-                self._write(buf)
-                buf, last = [], time.monotonic()
+                if time.monotonic() >= self._retry_at:
+                    buf, last = self._flush(buf), time.monotonic()
+
+    def _flush(self, rows: list[PredictionRecord]) -> list[PredictionRecord]:
+        """Write `rows`; on failure keep them (the newest, within the queue's bound) and wait
+        `flush_seconds` before the next try. Returns what is left to write."""
+        try:
+            self._write(rows)
+            return []
+        except Exception as exc:  # a full or read-only folder, an I/O error: the writer must live on
+            self.write_errors += 1
+            self._retry_at = time.monotonic() + self.flush_seconds
+            log.warning("prediction log %s: write failed (%s); %d rows kept to retry", self.root, exc, len(rows))
+            excess = max(len(rows) - self._max_kept, 0)
+            self.dropped += excess
+            return rows[excess:]
 
     def _write(self, rows: list[PredictionRecord]) -> None:
         if not rows:
