@@ -14,6 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decompression-bomb guard: refuse images with more pixels than this before decoding them.
 MAX_PIXELS = 50_000_000
+# Longer side over shorter side beyond this is not a photo of an action (a 2×20000 strip); refused
+# from the header, before decoding.
+MAX_ASPECT_RATIO = 20.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.I
         w, h = im.size
         if w * h > max_pixels:
             raise ValueError(f"image has {w * h} pixels, more than the limit {max_pixels}")
+        if max(w, h) > MAX_ASPECT_RATIO * max(min(w, h), 1):
+            raise ValueError(f"image is {w}×{h}: aspect ratio beyond {MAX_ASPECT_RATIO:g}:1")
         im.load()
         im = ImageOps.exif_transpose(im)
     except ValueError:
@@ -58,15 +63,15 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
 
 
 def to_pixels(im: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
-    """RGB image → uint8 [3, S, S]: resized (short side) and centre-cropped, not yet normalised.
-    A quarter of the float32 bytes, which matters when batches cross a process boundary."""
+    """RGB image → uint8 [3, S, S]: the centre square, resized to S, not yet normalised. A quarter
+    of the float32 bytes, which matters when batches cross a process boundary. The square is
+    cropped before resizing (one `resize` with a source box): resizing the short side to S first
+    would scale the long side too, costing memory and time in proportion to the aspect ratio."""
     s = cfg.image_size
     w, h = im.size
-    scale = s / min(w, h)
-    nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-    im = im.resize((nw, nh), _RESAMPLE[cfg.interpolation])
-    left, top = (nw - s) // 2, (nh - s) // 2
-    im = im.crop((left, top, left + s, top + s))
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    im = im.resize((s, s), _RESAMPLE[cfg.interpolation], box=(left, top, left + side, top + side))
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
 
 
