@@ -230,14 +230,17 @@ class ClipHar:
         size = Path(video).stat().st_size
         if size == 0 or size > SETTINGS.max_video_mb * 1e6:
             raise InvalidArgument(f"video must be 1 byte to {SETTINGS.max_video_mb} MB, got {size} bytes")
-        try:
-            frames = sample_frames(Path(video), fps, SETTINGS.max_frames)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
+        from functools import partial
+
         from clip_har.preprocess import to_pixels
 
-        pre = self.slot.current.predictor.preprocess
-        probs, _, loaded = await self._infer(np.stack([to_pixels(img, pre) for _, img in frames]))
+        # each frame becomes the model's uint8 pixels as it is decoded: memory bounded by the model
+        pixels = partial(to_pixels, cfg=self.slot.current.predictor.preprocess)
+        try:
+            frames = sample_frames(Path(video), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels)
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from exc
+        probs, _, loaded = await self._infer(np.stack([px for _, px in frames]))
         times, classes = [t for t, _ in frames], loaded.classes
         per_frame = [
             {"t": t, "label": classes[int(p.argmax())], "score": float(p.max())}

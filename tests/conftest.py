@@ -58,6 +58,26 @@ def free_port() -> Callable[[], int]:
     return _free_port
 
 
+def _write_video(path: Path, frames: list, fps: int = 2, size: int = 64) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for img in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(img.convert("RGB").resize((size, size)))):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_video() -> Callable[..., Path]:
+    """Call it to encode PIL frames as an MPEG-4 video of size×size pixels at `fps`."""
+    return _write_video
+
+
 @pytest.fixture(scope="session")
 def tiny_data_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize(tmp_path_factory.mktemp("tiny") / "data", TINY_SPEC)

@@ -1,5 +1,6 @@
-"""Batch-inference input collection and video segment smoothing."""
+"""Batch-inference input collection, video frame sampling (bounded by the model's size) and segment smoothing."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +40,31 @@ def test_segments_smooth_single_frame_flicker() -> None:
     assert segs[0].score < 0.9  # the flicker frame's lower "running" probability counts
     one = smooth_segments([0.0], np.array([[0.3, 0.7]]), classes, fps=1.0)
     assert [(s.label, s.end_s) for s in one] == [("sitting", 1.0)]
+
+
+def _frames(n: int) -> list:
+    from PIL import Image
+
+    return [Image.new("RGB", (32, 32), (i * 20 % 255, 80, 160)) for i in range(n)]
+
+
+def test_frames_are_kept_at_the_models_size(tmp_path: Path, write_video: Callable[..., Path]) -> None:
+    from functools import partial
+
+    from clip_har.preprocess import PreprocessConfig, to_pixels
+    from clip_har.serving.video import sample_frames
+
+    video = write_video(tmp_path / "v.mp4", _frames(6), fps=2, size=128)
+    pixels = partial(to_pixels, cfg=PreprocessConfig(16, (0.5,) * 3, (0.5,) * 3))
+    frames = sample_frames(video, fps=2, max_frames=10, transform=pixels)
+    assert len(frames) >= 5 and {px.shape for _, px in frames} == {(3, 16, 16)}
+
+
+def test_frames_over_the_pixel_limit_are_refused_before_decoding(
+    tmp_path: Path, write_video: Callable[..., Path]
+) -> None:
+    from clip_har.serving.video import sample_frames
+
+    video = write_video(tmp_path / "v.mp4", _frames(2), size=128)
+    with pytest.raises(ValueError, match="video frames are 128×128"):
+        sample_frames(video, fps=1, max_frames=10, transform=lambda im: im, max_pixels=128 * 128 - 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,24 @@ def test_bento_holds_the_model_just_saved_under_the_configured_name(
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["bento_model"].startswith("har:") and result["models"] == [result["bento_model"]]
+
+
+def test_batch_inference_predicts_a_video_in_batches(
+    tiny_onnx: Path, tmp_path: Path, write_video: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames go to the model `batch_size` at a time as they are decoded, never all at once."""
+    from clip_har.serving import batch
+
+    frames = [Image.new("RGB", (32, 32), (i * 30 % 255, 90, 40)) for i in range(10)]
+    video = write_video(tmp_path / "v.mp4", frames, fps=10, size=96)
+    sizes: list[int] = []
+    real = Predictor.predict
+
+    def spy(self: Predictor, pixels: np.ndarray, top_k: int = 5) -> list:
+        sizes.append(len(pixels))
+        return real(self, pixels, top_k)
+
+    monkeypatch.setattr(Predictor, "predict", spy)
+    rows = batch.predict_files(Predictor(tiny_onnx), [video], batch_size=4, top_k=1, video_fps=10)
+    assert len(rows) == sum(sizes) >= 9 and max(sizes) <= 4 and all(r.error is None for r in rows)
+    assert [r.frame_s for r in rows] == sorted(r.frame_s for r in rows)

@@ -50,20 +50,6 @@ def _png(w: int, h: int, noise: bool = False) -> bytes:
     return buf.getvalue()
 
 
-def write_video(path: Path, frames: list[Image.Image], fps: int = 2) -> Path:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
-        for img in frames:
-            for packet in stream.encode(av.VideoFrame.from_image(img.resize((64, 64)))):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
 @dataclass(frozen=True)
 class Store:
     """A BentoML home whose model store holds two working models and one that cannot load."""
@@ -223,7 +209,7 @@ def test_classify_free_text(server: str, jpgs: list[bytes]) -> None:
         assert set(scores) == {"a cat", "someone running"} and abs(sum(scores.values()) - 1) < 1e-4
 
 
-def test_predict_video(server: str, tiny_data_master: Path, tmp_path: Path) -> None:
+def test_predict_video(server: str, tiny_data_master: Path, tmp_path: Path, write_video: Callable[..., Path]) -> None:
     frames = [Image.open(p).convert("RGB") for p in sorted((tiny_data_master / "images").rglob("*.jpg"))[:6]]
     video = write_video(tmp_path / "v.mp4", frames, fps=2)
     r = httpx.post(

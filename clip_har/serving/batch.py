@@ -19,6 +19,7 @@ from clip_har.serving.predictor import Predictor
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 # batch-inference defaults (the flow, its deployment and `clip-har predict`)
 BATCH_SIZE, TOP_K, VIDEO_FPS = 32, 3, 1.0
+MAX_VIDEO_FRAMES = 10_000  # per video; predicted in batches, so memory does not grow with it
 
 
 @dataclass
@@ -76,7 +77,7 @@ def predict_files(
     for f in files:
         try:
             if f.suffix.lower() in VIDEO_SUFFIXES:
-                rows.extend(_video_rows(predictor, f, video_fps, top_k))
+                rows.extend(_video_rows(predictor, f, video_fps, top_k, batch_size))
             else:
                 pending.append((f, predictor.decode(f.read_bytes())))
         except (OSError, ValueError) as exc:
@@ -89,13 +90,29 @@ def predict_files(
     return rows
 
 
-def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int) -> list[Row]:
-    from clip_har.preprocess import to_array
-    from clip_har.serving.video import sample_frames
+def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int, batch_size: int) -> list[Row]:
+    """A video's frames predicted `batch_size` at a time, as they are decoded (uint8 model pixels)."""
+    from functools import partial
 
-    frames = sample_frames(path, fps, max_frames=10_000)
-    preds = predictor.predict(np.stack([to_array(img, predictor.preprocess) for _, img in frames]), top_k)
-    return [Row(str(path), t, r.label, r.score, _top(r, top_k)) for (t, _), r in zip(frames, preds, strict=True)]
+    from clip_har.preprocess import to_pixels
+    from clip_har.serving.video import iter_frames
+
+    rows: list[Row] = []
+    chunk: list[tuple[float, np.ndarray]] = []
+
+    def flush() -> None:
+        preds = predictor.predict(np.stack([px for _, px in chunk]), top_k)
+        rows.extend(Row(str(path), t, r.label, r.score, _top(r, top_k)) for (t, _), r in zip(chunk, preds, strict=True))
+        chunk.clear()
+
+    pixels = partial(to_pixels, cfg=predictor.preprocess)
+    for frame in iter_frames(path, fps, MAX_VIDEO_FRAMES, pixels, predictor.max_pixels):
+        chunk.append(frame)
+        if len(chunk) >= batch_size:
+            flush()
+    if chunk:
+        flush()
+    return rows
 
 
 def write_rows(rows: list[Row], out: Path) -> Path:

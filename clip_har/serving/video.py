@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
+
+from clip_har.preprocess import MAX_PIXELS
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -18,8 +24,13 @@ class Segment:
     score: float
 
 
-def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, Image.Image]]:
-    """(timestamp, RGB frame) at about `fps` frames per second; ValueError if undecodable."""
+def iter_frames(
+    path: Path, fps: float, max_frames: int, transform: Callable[[Image.Image], T], max_pixels: int = MAX_PIXELS
+) -> Iterator[tuple[float, T]]:
+    """(timestamp, transform(RGB frame)) at about `fps` frames per second. Each frame is
+    transformed as soon as it is decoded (e.g. to the model's pixels), so what is kept does not
+    grow with the video's resolution; frames over `max_pixels` are refused from the stream's
+    header. ValueError with a reason for anything undecodable."""
     import av
 
     if not 0 < fps <= 60:
@@ -28,19 +39,21 @@ def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, 
         container = av.open(str(path))
     except Exception as exc:  # PyAV raises many FFmpeg error types
         raise ValueError(f"cannot open video: {exc}") from exc
-    frames: list[tuple[float, Image.Image]] = []
-    next_t = 0.0
+    n, next_t = 0, 0.0
     try:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
         stream = container.streams.video[0]
+        w, h = stream.codec_context.width, stream.codec_context.height
+        if w * h > max_pixels:
+            raise ValueError(f"video frames are {w}×{h}, more than the limit of {max_pixels} pixels")
         for frame in container.decode(stream):
             t = float(frame.time) if frame.time is not None else next_t
             if t + 1e-6 < next_t:
                 continue
-            frames.append((round(t, 3), frame.to_image().convert("RGB")))
-            next_t = t + 1.0 / fps
-            if len(frames) >= max_frames:
+            yield round(t, 3), transform(frame.to_image().convert("RGB"))
+            n, next_t = n + 1, t + 1.0 / fps
+            if n >= max_frames:
                 break
     except ValueError:
         raise
@@ -48,9 +61,15 @@ def sample_frames(path: Path, fps: float, max_frames: int) -> list[tuple[float, 
         raise ValueError(f"cannot decode video: {exc}") from exc
     finally:
         container.close()
-    if not frames:
+    if n == 0:
         raise ValueError("no decodable frames in the video")
-    return frames
+
+
+def sample_frames(
+    path: Path, fps: float, max_frames: int, transform: Callable[[Image.Image], T], max_pixels: int = MAX_PIXELS
+) -> list[tuple[float, T]]:
+    """All of `iter_frames` at once (at most `max_frames`)."""
+    return list(iter_frames(path, fps, max_frames, transform, max_pixels))
 
 
 def smooth_segments(
