@@ -20,6 +20,14 @@ CHAMPION = "champion"
 REPORT_ARTIFACT = f"{EVAL}/{EVAL_REPORT}"  # what the evaluate stage logs
 
 
+class ChampionMoved(RuntimeError):
+    """The champion is no longer the one the gate compared against: gate again."""
+
+    def __init__(self, gated_against: str | None, now: str | None) -> None:
+        super().__init__(f"the champion moved from {gated_against or 'none'} to v{now} since the gate ran")
+        self.gated_against, self.now = gated_against, now
+
+
 @dataclass
 class Registration:
     model_name: str
@@ -51,7 +59,12 @@ def champion_report(c: MlflowClient, name: str) -> tuple[str | None, EvalReport 
 
 
 def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, lineage: dict[str, str]) -> Registration:
-    """Create a version for the run's `model/` artifact; move the alias only if the gate passed."""
+    """Create a version for the run's `model/` artifact; move the alias only if the gate passed,
+    and only if the champion is still the one the gate compared against (compare-and-set; the
+    pipeline holds the model-registry lock around this, so nothing moves in between), else
+    ChampionMoved and nothing is created."""
+    if decision.promote and (now := champion_version(c, name)) != decision.champion_version:
+        raise ChampionMoved(decision.champion_version, now)
     try:
         c.create_registered_model(name, description="clip-har action recognizer")
     except MlflowException as exc:

@@ -234,6 +234,16 @@ class StateDir:
     def loop(self) -> Path:
         return self.root / "loop"
 
+    @property
+    def data_lock(self) -> Path:
+        """Held while a stage writes the data registry (datasets, git, DVC)."""
+        return self.root / "locks" / "data-registry.lock"
+
+    @property
+    def model_lock(self) -> Path:
+        """Held while a run checks the champion and registers (the alias's compare-and-set)."""
+        return self.root / "locks" / "model-registry.lock"
+
     def env(self) -> dict[str, str]:
         """The environment of a process using this state dir. Our own paths go out resolved: the
         service, the worker and the CLI run in different working directories."""

@@ -47,7 +47,7 @@ def training_pipeline(
     ev = evaluate(cfg, state, name, trained, data, base, run_dir)
     exported = export(cfg, data, run_dir) if cfg.export.enabled else None
     decision = gate(cfg, state, name, ev, exported)
-    reg = register(cfg, state, name, trained, decision, version, gx_result, run_dir, exported)
+    reg, decision = register(cfg, state, name, trained, decision, version, gx_result, run_dir, ev, data, exported)
     lineage = {}
     if decision.promote and exported is not None and cfg.export.package:
         tags = package(exported, reg, run_dir)

@@ -14,6 +14,7 @@ from clip_har.pipeline import gate as gate_stage
 from clip_har.pipeline import register as register_stage
 from clip_har.pipeline.evaluate import EvalSummary
 from clip_har.pipeline.export import ExportSummary
+from clip_har.pipeline.prepare_data import DataRef
 from clip_har.pipeline.rundir import RunDir
 from clip_har.registry import Registration
 from clip_har.settings import MODEL_RESOURCE, PROMOTED_EVENT, StateDir
@@ -40,9 +41,18 @@ def register(
     version: DataVersion,
     gx_result: str,
     run_dir: RunDir,
+    ev: EvalSummary,
+    data: DataRef,
     exported: ExportSummary | None = None,
-) -> Registration:
-    return register_stage.run(cfg, state, model_name, trained, decision, version, gx_result, run_dir, exported)
+) -> tuple[Registration, GateDecision]:
+    """The registration and the decision it followed (re-gated if the champion moved meanwhile)."""
+    reg, final = register_stage.run(
+        cfg, state, model_name, trained, decision, version, gx_result, run_dir, ev, data, exported
+    )
+    if final is not decision:
+        create_markdown_artifact(final.to_markdown(), key="gate-decision", description="promotion gate, re-run")
+        get_run_logger().info("the champion moved during this run; gated again: %s", final.reasons or "promote")
+    return reg, final
 
 
 @task(name="announce-promotion", cache_policy=NO_CACHE)

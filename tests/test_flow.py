@@ -204,3 +204,35 @@ def test_event_triggered_training_is_deduplicated(prefect_harness, state_dir: Pa
     assert state.is_cancelled() and "de-duplicated" in state.message
     manual = training_pipeline(profile="tiny", overrides=[*FAST, "export.enabled=false"], reason="manual")
     assert manual["registration"]["version"] == "2"  # people are never de-duplicated
+
+
+def test_a_run_whose_champion_moved_is_gated_again(
+    prefect_harness, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pipelines at once: this run's gate compared against a champion that another run has
+    since replaced. Registration gates it again against the champion of now."""
+    import json
+
+    from clip_har.pipeline import gate
+    from flows.training_pipeline import training_pipeline
+
+    # no packaging: BentoML fixes its store at the first import (see conftest), and this test is
+    # about the registry
+    fast = [*FAST, "export.package=false"]
+    first = training_pipeline(profile="tiny", overrides=fast)
+    assert first["registration"]["champion_version"] == "1"
+    real, calls = gate.run, []
+
+    def stale_first(*args: object, **kwargs: object):  # a GateDecision
+        decision = real(*args, **kwargs)
+        calls.append(decision.champion_version)
+        if len(calls) == 1:  # as if gated before v1 was promoted by the other run
+            decision.champion_version, decision.promote = None, True
+        return decision
+
+    monkeypatch.setattr(gate, "run", stale_first)
+    second = training_pipeline(profile="tiny", overrides=[*fast, "gate.min_improvement=-1.0"])
+    assert calls == ["1", "1"]  # gated, then gated again when registering
+    assert second["gate"]["champion_version"] == "1"
+    saved = json.loads((Path(second["run_dir"]) / "gate_decision.json").read_text())
+    assert saved["champion_version"] == "1" and saved["promote"] == second["registration"]["promoted"]

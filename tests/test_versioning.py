@@ -23,3 +23,25 @@ def test_versions_round_trip(tmp_path: Path) -> None:
     assert old.count(b"\n") == 31  # header + 30 rows: the past version, not the work tree
     assert len(pd.read_csv(dataset_dir(repo, "d") / "manifest.csv")) == 45
     assert any((tmp_path / "remote").rglob("*"))  # pushed to the DVC remote
+
+
+def test_the_registry_lock_excludes_other_holders(tmp_path: Path) -> None:
+    """While one pipeline holds the lock, another cannot take it (it would wait); after, it can."""
+    import fcntl
+
+    from clip_har.locks import file_lock
+
+    lock = tmp_path / "locks" / "data.lock"
+
+    def try_take() -> bool:
+        with open(lock, "a") as other:  # another open file, as another process has
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return True
+
+    with file_lock(lock):
+        assert not try_take()
+    assert try_take()

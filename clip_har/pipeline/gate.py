@@ -3,14 +3,17 @@ and the latency budget. The rules themselves are the pure `clip_har.gate.decide`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from clip_har.config import PipelineConfig
 from clip_har.export.verify import ExportRecord
 from clip_har.gate import GateDecision, decide
 from clip_har.metrics import EvalReport
-from clip_har.pipeline.evaluate import EvalSummary
+from clip_har.pipeline.evaluate import EvalSummary, champion_on_split
 from clip_har.pipeline.export import ExportSummary
+from clip_har.pipeline.prepare_data import DataRef
+from clip_har.pipeline.rundir import RunDir
 from clip_har.registry import champion_report
 from clip_har.settings import StateDir
 from clip_har.tracking import client
@@ -32,3 +35,20 @@ def run(
         record,
         export.serve_backend if export else "onnx",
     )
+
+
+def regate(
+    cfg: PipelineConfig,
+    state: StateDir,
+    model_name: str,
+    ev: EvalSummary,
+    data: DataRef,
+    run_dir: RunDir,
+    export: ExportSummary | None = None,
+) -> tuple[EvalSummary, GateDecision]:
+    """The gate again, against the champion as it is now (another run promoted one since this
+    run's gate): that champion re-scored on this run's test split, then the same rules."""
+    classes = list(EvalReport.load(Path(ev.report)).per_class)
+    champion = champion_on_split(state, model_name, Path(data.root), classes)
+    ev = replace(ev, champion=str(champion.save(run_dir.eval / "champion.json")) if champion else None)
+    return ev, run(cfg, state, model_name, ev, export)

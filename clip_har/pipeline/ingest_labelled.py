@@ -10,6 +10,7 @@ from clip_har.data.manifest import MANIFEST
 from clip_har.data.merge import merge_folder
 from clip_har.data.validate import DataValidationError
 from clip_har.data.versioning import dataset_dir
+from clip_har.locks import file_lock
 from clip_har.pipeline.prepare_data import DataRef
 from clip_har.settings import StateDir
 
@@ -22,7 +23,8 @@ def run(cfg: PipelineConfig, state: StateDir, folder: Path, report_path: Path) -
         raise FileNotFoundError(f"dataset {d.name!r} does not exist yet: run the training pipeline first")
     report_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        added, report = merge_folder(root, folder, d)
+        with file_lock(state.data_lock):  # a training run may be preparing the same dataset
+            added, report = merge_folder(root, folder, d)
     except DataValidationError as exc:
         exc.report.save(report_path)
         raise

@@ -8,6 +8,7 @@ from pathlib import Path
 from clip_har.config import PipelineConfig
 from clip_har.data.manifest import from_csv, from_folder
 from clip_har.data.versioning import dataset_dir, init_registry
+from clip_har.locks import file_lock
 from clip_har.settings import StateDir
 from clip_har.synth.generate import SynthSpec, synthesize
 
@@ -40,15 +41,16 @@ def synth_spec(
 
 
 def run(cfg: PipelineConfig, state: StateDir) -> DataRef:
-    init_registry(state.data_registry, state.dvc_remote)
-    dest = dataset_dir(state.data_registry, cfg.data.name)
     d = cfg.data
-    if d.source == "synth":
-        synthesize(dest, synth_spec(cfg))
-    elif not d.path:
+    if d.source != "synth" and not d.path:
         raise ValueError(f"data.source={d.source} needs data.path")
-    elif d.source == "folder":
-        from_folder(Path(d.path), dest, d.splits, d.split_seed)
-    else:
-        from_csv(Path(d.path), dest, d.splits, d.split_seed, allow_outside=d.allow_outside)
+    with file_lock(state.data_lock):  # another pipeline may be writing the same dataset
+        init_registry(state.data_registry, state.dvc_remote)
+        dest = dataset_dir(state.data_registry, d.name)
+        if d.source == "synth":
+            synthesize(dest, synth_spec(cfg))
+        elif d.source == "folder":
+            from_folder(Path(d.path), dest, d.splits, d.split_seed)
+        else:
+            from_csv(Path(d.path), dest, d.splits, d.split_seed, allow_outside=d.allow_outside)
     return DataRef(d.name, str(dest), d.source)

@@ -1,5 +1,7 @@
 """register: model, gate decision and lineage logged to the run, then a registry version; the
-`champion` alias moves only if the gate passed."""
+`champion` alias moves only if the gate passed against the champion that is still champion.
+Two pipelines at once take turns here (the model-registry lock); one that finds the champion
+moved since its gate is gated again against the new one."""
 
 from __future__ import annotations
 
@@ -8,9 +10,13 @@ import json
 from clip_har.config import PipelineConfig
 from clip_har.data.versioning import DataVersion
 from clip_har.gate import GateDecision
+from clip_har.locks import file_lock
+from clip_har.pipeline import gate
+from clip_har.pipeline.evaluate import EvalSummary
 from clip_har.pipeline.export import ExportSummary
+from clip_har.pipeline.prepare_data import DataRef
 from clip_har.pipeline.rundir import MODEL, ONNX, RunDir
-from clip_har.registry import Registration, register
+from clip_har.registry import Registration, champion_version, register
 from clip_har.settings import StateDir
 from clip_har.tracking import client, git_sha
 from clip_har.train.trainer import TrainResult
@@ -25,7 +31,29 @@ def run(
     version: DataVersion,
     validation_report: str,
     run_dir: RunDir,
+    ev: EvalSummary,
+    data: DataRef,
     export: ExportSummary | None = None,
+) -> tuple[Registration, GateDecision]:
+    """(the registration, the gate decision it followed: `decision`, or the re-gated one)."""
+    c = client(state.mlflow_uri)
+    with file_lock(state.model_lock):
+        if decision.promote and champion_version(c, model_name) != decision.champion_version:
+            _, decision = gate.regate(cfg, state, model_name, ev, data, run_dir, export)
+        reg = _register(cfg, state, model_name, trained, decision, version, validation_report, run_dir, export)
+    return reg, decision
+
+
+def _register(
+    cfg: PipelineConfig,
+    state: StateDir,
+    model_name: str,
+    trained: TrainResult,
+    decision: GateDecision,
+    version: DataVersion,
+    validation_report: str,
+    run_dir: RunDir,
+    export: ExportSummary | None,
 ) -> Registration:
     c = client(state.mlflow_uri)
     lineage = {

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from clip_har.data.versioning import DataVersion, commit_version
+from clip_har.locks import file_lock
 from clip_har.pipeline.prepare_data import DataRef
 from clip_har.settings import StateDir
 
 
 def run(state: StateDir, data: DataRef) -> DataVersion:
-    return commit_version(state.data_registry, data.name)
+    with file_lock(state.data_lock):  # one git/DVC commit at a time
+        return commit_version(state.data_registry, data.name)
