@@ -185,7 +185,8 @@ class ClipHar:
         n_classes = len(self.slot.current.classes)
         if not 1 <= top_k <= n_classes:
             raise InvalidArgument(f"top_k must be in 1..{n_classes}")
-        batch, stats, raw = self._decode(images)
+        # decoding is CPU work: off the event loop, which keeps answering (/readyz included)
+        batch, stats, raw = await asyncio.to_thread(self._decode, images)
         probs, emb, loaded = await self._infer(batch)
         classes, version = loaded.classes, loaded.tag
         results = []
@@ -212,8 +213,9 @@ class ClipHar:
             raise InvalidArgument("field 'labels' needs at least one non-empty label")
         if len(labels) > SETTINGS.max_labels or max(len(s) for s in labels) > SETTINGS.max_label_chars:
             raise InvalidArgument(f"at most {SETTINGS.max_labels} labels of {SETTINGS.max_label_chars} characters")
-        _, emb, loaded = await self._infer(self._decode(images)[0])  # image side through the batched worker
-        scores = loaded.predictor.zero_shot(emb, labels)  # the text tower of the same model
+        pixels = (await asyncio.to_thread(self._decode, images))[0]
+        _, emb, loaded = await self._infer(pixels)  # image side through the batched worker
+        scores = await asyncio.to_thread(loaded.predictor.zero_shot, emb, labels)  # the same model's text tower
         results = [
             {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}
             for p, row in zip(images, scores, strict=True)
@@ -237,7 +239,9 @@ class ClipHar:
         # each frame becomes the model's uint8 pixels as it is decoded: memory bounded by the model
         pixels = partial(to_pixels, cfg=self.slot.current.predictor.preprocess)
         try:
-            frames = sample_frames(Path(video), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels)
+            frames = await asyncio.to_thread(
+                sample_frames, Path(video), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels
+            )
         except ValueError as exc:
             raise InvalidArgument(str(exc)) from exc
         probs, _, loaded = await self._infer(np.stack([px for _, px in frames]))
