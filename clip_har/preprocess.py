@@ -1,5 +1,5 @@
-"""The one image preprocessing: decode, EXIF-orient, RGB, resize shortest side, centre-crop,
-normalise. Training, evaluation and every serving backend call this; its parameters travel in
+"""The one image preprocessing: decode, EXIF-orient, RGB, centre square, resize, normalise.
+Training, evaluation and every serving backend call this; its parameters travel in
 the model metadata so nothing re-declares them.
 """
 
@@ -14,8 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Decompression-bomb guard: refuse images with more pixels than this before decoding them.
 MAX_PIXELS = 50_000_000
-# Longer side over shorter side beyond this is not a photo of an action (a 2×20000 strip); refused
-# from the header, before decoding.
+# Longer side over shorter side beyond this is not a photo of an action (a 2×20000 strip): the
+# service refuses it from the header, before decoding (training data is the data gate's business).
 MAX_ASPECT_RATIO = 20.0
 
 
@@ -39,15 +39,16 @@ class PreprocessConfig:
         )
 
 
-def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode to an upright RGB image; raises ValueError with a reason on anything unusable."""
+def load_image(src: str | Path | bytes, max_pixels: int = MAX_PIXELS, max_aspect: float | None = None) -> Image.Image:
+    """Decode to an upright RGB image; raises ValueError with a reason on anything unusable
+    (more than `max_pixels`, or an aspect ratio beyond `max_aspect` when given)."""
     try:
         im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src)
         w, h = im.size
         if w * h > max_pixels:
             raise ValueError(f"image has {w * h} pixels, more than the limit {max_pixels}")
-        if max(w, h) > MAX_ASPECT_RATIO * max(min(w, h), 1):
-            raise ValueError(f"image is {w}×{h}: aspect ratio beyond {MAX_ASPECT_RATIO:g}:1")
+        if max_aspect is not None and max(w, h) > max_aspect * max(min(w, h), 1):
+            raise ValueError(f"image is {w}×{h}: aspect ratio beyond {max_aspect:g}:1")
         im.load()
         im = ImageOps.exif_transpose(im)
     except ValueError:

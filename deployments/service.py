@@ -34,11 +34,13 @@ MODEL_NAME = MODEL_TAG.split(":")[0]
 
 def _resolve(tag: str) -> tuple[str, Path]:
     try:
+        bentoml.Tag.from_taglike(tag)
+    except (ValueError, BentoMLException) as exc:  # BentoML's words for a malformed tag
+        raise InvalidArgument(f"model {tag!r} is not a valid BentoML tag (name:version)") from exc
+    try:
         model = bentoml.models.get(tag)
     except bentoml.exceptions.NotFound as exc:
         raise InvalidArgument(f"model {tag!r} is not in the BentoML model store") from exc
-    except (ValueError, BentoMLException) as exc:  # BentoML's words for a malformed tag
-        raise InvalidArgument(f"model {tag!r} is not a valid BentoML tag (name:version)") from exc
     return str(model.tag), Path(model.path)
 
 
@@ -260,7 +262,8 @@ class ClipHar:
         The new model is loaded and warmed here and in the batched worker before it serves;
         requests in flight finish on the previous one, so none fails during the switch."""
         token, given = SETTINGS.admin_token, ctx.request.headers.get("x-admin-token", "")
-        if token and not hmac.compare_digest(given.encode(), token.encode()):  # no timing side channel
+        # constant time; the server decoded the header's bytes as latin-1, the token is UTF-8 text
+        if token and not hmac.compare_digest(given.encode("latin-1", "replace"), token.encode()):
             raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
         # JSON only: a cross-site form or text/plain POST needs no CORS preflight
         if ctx.request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":

@@ -110,8 +110,23 @@ def test_merge_refuses_sub_folders_that_are_not_class_names(tiny_data: Path, tmp
     from clip_har.data.merge import merge_folder
 
     before = (tiny_data / "manifest.csv").read_bytes()
-    (tmp_path / "new" / "..running").mkdir(parents=True)
-    Image.new("RGB", (40, 30)).save(tmp_path / "new" / "..running" / "0.png")
+    (tmp_path / "new" / "run ning").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "new" / "run ning" / "0.png")
     with pytest.raises(ValueError, match="not a class name"):
         merge_folder(tiny_data, tmp_path / "new", DataConfig(min_per_class=5))
     assert (tiny_data / "manifest.csv").read_bytes() == before
+
+
+def test_real_dataset_class_names_and_hidden_folders(tmp_path: Path) -> None:
+    """Dotted names (Caltech-style "001.ak47") and a class called "None" are class names; a
+    hidden sub-folder (.ipynb_checkpoints) is not a class and is skipped."""
+    src = tmp_path / "photos"
+    for label in ("001.ak47", "None", ".ipynb_checkpoints"):
+        (src / label).mkdir(parents=True)
+        Image.new("RGB", (40, 30)).save(src / label / "0.png")
+    df = pd.read_csv(from_folder(src, tmp_path / "root") / "manifest.csv", keep_default_na=False)
+    assert sorted(df["label"]) == ["001.ak47", "None"]
+    rows = [{"path": "photos/None/0.png", "label": "None"}, {"path": "photos/001.ak47/0.png", "label": "001.ak47"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "l.csv", index=False)
+    df = pd.read_csv(from_csv(tmp_path / "l.csv", tmp_path / "root2") / "manifest.csv", keep_default_na=False)
+    assert list(df["label"]) == ["None", "001.ak47"]

@@ -95,3 +95,17 @@ def test_close_returns_when_the_writer_is_stuck_and_the_queue_full(
     closer.join(30)  # a generous bound: before the fix, close() never returned
     release.set()
     assert not closer.is_alive()
+
+
+def test_rows_that_cannot_be_written_at_all_are_dropped_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bad_rows(self: PredictionLog, rows: list) -> None:
+        raise TypeError("not serialisable")  # not the disk: a retry cannot help
+
+    monkeypatch.setattr(PredictionLog, "_write", bad_rows)
+    log = PredictionLog(tmp_path, flush_rows=5, flush_seconds=60)
+    for i in range(5):
+        log.append(_rec(i, 1.0))
+    log.close()
+    assert log.dropped == 5 and log.write_errors == 1 and log.written == 0

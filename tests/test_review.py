@@ -116,3 +116,15 @@ def test_the_queue_has_a_byte_budget(tmp_path: Path) -> None:
     assert q.offer(image, _probs(0.2), CLASSES, "v1")
     assert q.offer(image, _probs(0.2), CLASSES, "v1") is None  # over the budget: not kept
     assert len(q.items()) == 1
+
+
+def test_a_failed_metadata_write_leaves_no_orphan_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import clip_har.monitoring.review as review
+
+    def full_disk(path: Path, data: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(review, "_write_json", full_disk)
+    q = ReviewQueue(tmp_path)
+    assert q.offer(_png(), _probs(0.2), CLASSES, "v1") is None
+    assert list((tmp_path / "pending").iterdir()) == []

@@ -26,15 +26,17 @@ MANIFEST = "manifest.csv"
 COLUMNS: tuple[str, ...] = ("path", "label", "split", "sha256", "width", "height", "caption", "source")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-# A label names a folder under images/: letters, digits, _ and -, so none can climb out of the root.
-CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# A label names a folder under images/: a letter or digit, then letters, digits, _ - and . (as in
+# "001.ak47"), so none can be "..", absolute, or climb out of the root.
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_label(label: object, where: str) -> str:
     """`label` if it is a class name, else ValueError naming `where` (a row or a folder)."""
     if not isinstance(label, str) or not CLASS_NAME.fullmatch(label):
         raise ValueError(
-            f"{where}: label {label!r} is not a class name (letters, digits, _ and -, at most 64 characters)"
+            f"{where}: label {label!r} is not a class name (a letter or digit, then letters, digits, _ - or .;"
+            " at most 64 characters)"
         )
     return label
 
@@ -130,12 +132,17 @@ def _copy_in(src: Path, root: Path, label: str, index: int) -> str:
     return rel.as_posix()
 
 
+def _hidden(folder: Path) -> bool:
+    """A hidden sub-folder (.ipynb_checkpoints, .DS_Store's kin) is not a class."""
+    return folder.name.startswith(".")
+
+
 def from_folder(src: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLITS, seed: int = 0) -> Path:
     """An image folder with one sub-folder per class → a data root at `dest`."""
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"image folder {src} does not exist")
-    files = sorted(f for f in src.glob("*/*") if f.is_file() and not f.name.startswith("."))
+    files = sorted(f for f in src.glob("*/*") if f.is_file() and not f.name.startswith(".") and not _hidden(f.parent))
     if not files:
         raise ValueError(f"image folder {src} has no files in class sub-folders")
     for folder in sorted({f.parent for f in files}):
@@ -181,7 +188,7 @@ def from_csv(
     """A CSV with `path,label[,split][,caption]` (paths relative to the CSV) → a data root.
     `allow_outside`: rows may name files outside the CSV's folder."""
     csv = Path(csv)
-    table = pd.read_csv(csv, dtype=str).fillna("")
+    table = pd.read_csv(csv, dtype=str, keep_default_na=False)  # a class may be called "None" or "NA"
     for col in ("path", "label"):
         if col not in table.columns:
             raise ValueError(f"{csv}: column {col!r} is required (have {list(table.columns)})")

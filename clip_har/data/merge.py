@@ -30,7 +30,11 @@ def merge_folder(root: Path, folder: Path, data: DataConfig) -> tuple[int, Valid
     night photos get test rows, not only training rows). Returns (rows added, gate report).
     Raises DataValidationError (root untouched) if the merged dataset fails the gate."""
     root, folder = Path(root), Path(folder)
-    files = sorted(f for f in folder.glob("*/*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(
+        f
+        for f in folder.glob("*/*")
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.parent.name.startswith(".")
+    )
     if not files:
         raise ValueError(f"{folder} has no images in class sub-folders")
     for sub in sorted({f.parent for f in files}):

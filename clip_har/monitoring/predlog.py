@@ -60,7 +60,7 @@ class PredictionLog:
         self.dropped = 0  # records refused because the writer fell behind (bounded memory)
         self.written = 0
         self.write_errors = 0  # failed part writes; their rows are kept and retried
-        self._max_kept, self._retry_at = max_queue, 0.0
+        self._max_kept, self._retry_at, self._backoff = max_queue, 0.0, 0.0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -83,6 +83,10 @@ class PredictionLog:
             log.error("prediction log %s: writer stuck; %d queued records not written", self.root, self._q.qsize())
             return
         self._thread.join(max(deadline - time.monotonic(), 0.0))
+        if self._thread.is_alive():
+            log.error(
+                "prediction log %s: writer still busy after %.0fs; queued records may be lost", self.root, timeout
+            )
 
     def _run(self) -> None:
         buf: list[PredictionRecord] = []
@@ -103,18 +107,31 @@ class PredictionLog:
                     buf, last = self._flush(buf), time.monotonic()
 
     def _flush(self, rows: list[PredictionRecord]) -> list[PredictionRecord]:
-        """Write `rows`; on failure keep them (the newest, within the queue's bound) and wait
-        `flush_seconds` before the next try. Returns what is left to write."""
+        """Write `rows`. An I/O error (full or read-only folder) keeps them, the newest within the
+        queue's bound, and backs off (flush_seconds, doubling to 5 min) before the next try; any
+        other error means the rows cannot be written at all: dropped, logged. Returns what is left."""
+        if not rows:
+            return []
         try:
             self._write(rows)
-            return []
-        except Exception as exc:  # a full or read-only folder, an I/O error: the writer must live on
+        except OSError as exc:
             self.write_errors += 1
-            self._retry_at = time.monotonic() + self.flush_seconds
-            log.warning("prediction log %s: write failed (%s); %d rows kept to retry", self.root, exc, len(rows))
+            if not self._backoff:  # log the fault once, not at every retry
+                log.warning("prediction log %s: write failed (%s); keeping rows and retrying", self.root, exc)
+            self._backoff = min(max(self._backoff * 2, self.flush_seconds), 300.0)
+            self._retry_at = time.monotonic() + self._backoff
             excess = max(len(rows) - self._max_kept, 0)
             self.dropped += excess
             return rows[excess:]
+        except Exception as exc:  # not the disk: retrying cannot help, and the writer must live on
+            self.write_errors += 1
+            self.dropped += len(rows)
+            log.error("prediction log %s: %d rows cannot be written (%s); dropped", self.root, len(rows), exc)
+            return []
+        if self._backoff:
+            log.warning("prediction log %s: writing again", self.root)
+        self._backoff = 0.0
+        return []
 
     def _write(self, rows: list[PredictionRecord]) -> None:
         if not rows:
@@ -125,8 +142,12 @@ class PredictionLog:
         part_dir.mkdir(parents=True, exist_ok=True)
         path = part_dir / f"part-{int(time.time() * 1000)}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = path.with_suffix(".tmp")
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)  # readers never see half a part
+        try:
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, path)  # readers never see half a part
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written part would hold space a retry needs
+            raise
         self.written += len(rows)
 
 

@@ -92,6 +92,7 @@ def predict_files(
 
 def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int, batch_size: int) -> list[Row]:
     """A video's frames predicted `batch_size` at a time, as they are decoded (uint8 model pixels)."""
+    from contextlib import closing
     from functools import partial
 
     from clip_har.preprocess import to_pixels
@@ -106,10 +107,11 @@ def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int, batch_
         chunk.clear()
 
     pixels = partial(to_pixels, cfg=predictor.preprocess)
-    for frame in iter_frames(path, fps, MAX_VIDEO_FRAMES, pixels, predictor.max_pixels):
-        chunk.append(frame)
-        if len(chunk) >= batch_size:
-            flush()
+    with closing(iter_frames(path, fps, MAX_VIDEO_FRAMES, pixels, predictor.max_pixels)) as frames:
+        for frame in frames:  # closing: the container is released even if a prediction fails
+            chunk.append(frame)
+            if len(chunk) >= batch_size:
+                flush()
     if chunk:
         flush()
     return rows

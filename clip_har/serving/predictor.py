@@ -14,7 +14,7 @@ import numpy as np
 
 from clip_har.export.onnx_export import IMAGE_ONNX, TEXT_ONNX, OnnxMeta
 from clip_har.export.verify import INT8_ONNX, ort_session
-from clip_har.preprocess import MAX_PIXELS, load_image, normalize, to_array, to_pixels
+from clip_har.preprocess import MAX_ASPECT_RATIO, MAX_PIXELS, load_image, normalize, to_array, to_pixels
 
 BACKENDS = ("onnx", "onnx-int8", "pytorch")
 TORCH_DIR = "torch"  # the PyTorch model artifact, stored beside the ONNX graphs
@@ -77,14 +77,14 @@ class Predictor:
 
     def decode(self, data: bytes) -> np.ndarray:
         """Bytes → preprocessed array; ValueError with a reason for anything unusable."""
-        return to_array(load_image(data, self.max_pixels), self.preprocess)
+        return to_array(load_image(data, self.max_pixels, MAX_ASPECT_RATIO), self.preprocess)
 
     def decode_pixels_with_stats(self, data: bytes) -> tuple[np.ndarray, dict[str, float]]:
         """Bytes → uint8 pixels [3,S,S] (normalised by `run`), plus the raw image's statistics
         for the prediction log; ValueError with a reason for anything unusable."""
         from clip_har.monitoring.predlog import image_stats
 
-        im = load_image(data, self.max_pixels)
+        im = load_image(data, self.max_pixels, MAX_ASPECT_RATIO)
         return to_pixels(im, self.preprocess), image_stats(im)
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,8 @@ def iter_frames(
             t = float(frame.time) if frame.time is not None else next_t
             if t + 1e-6 < next_t:
                 continue
+            if frame.width * frame.height > max_pixels:  # a stream may change size after its header
+                raise ValueError(f"a video frame is {frame.width}×{frame.height}, more than {max_pixels} pixels")
             yield round(t, 3), transform(frame.to_image().convert("RGB"))
             n, next_t = n + 1, t + 1.0 / fps
             if n >= max_frames:
