@@ -37,25 +37,31 @@ def run(
 ) -> tuple[Registration, GateDecision]:
     """(the registration, the gate decision it followed: `decision`, or the re-gated one)."""
     c = client(state.mlflow_uri)
+    lineage = _lineage(cfg, trained, version, validation_report, export)
+    # the uploads first, outside the lock: they do not depend on the decision
+    if export is not None:
+        c.log_artifacts(trained.run_id, export.onnx_dir, ONNX)
+        c.log_artifact(trained.run_id, export.record)
+    run_dir.lineage.write_text(json.dumps(lineage, indent=2))
+    c.log_artifacts(trained.run_id, str(run_dir.model), MODEL)
+    c.log_artifact(trained.run_id, str(run_dir.lineage))
     with file_lock(state.model_lock):
         if decision.promote and champion_version(c, model_name) != decision.champion_version:
             _, decision = gate.regate(cfg, state, model_name, ev, data, run_dir, export)
-        reg = _register(cfg, state, model_name, trained, decision, version, validation_report, run_dir, export)
+        run_dir.gate_decision.write_text(decision.to_json())
+        c.log_artifact(trained.run_id, str(run_dir.gate_decision))
+        c.set_tag(trained.run_id, "gate", "pass" if decision.promote else "reject")
+        reg = register(c, model_name, trained.run_id, decision, lineage)
     return reg, decision
 
 
-def _register(
+def _lineage(
     cfg: PipelineConfig,
-    state: StateDir,
-    model_name: str,
     trained: TrainResult,
-    decision: GateDecision,
     version: DataVersion,
     validation_report: str,
-    run_dir: RunDir,
     export: ExportSummary | None,
-) -> Registration:
-    c = client(state.mlflow_uri)
+) -> dict[str, str]:
     lineage = {
         "data_version": version.tag,
         "data_md5": version.md5,
@@ -69,12 +75,4 @@ def _register(
     if export is not None:
         lineage["onnx_sha256"] = export.image_sha256
         lineage["serve_backend"] = export.serve_backend
-        c.log_artifacts(trained.run_id, export.onnx_dir, ONNX)
-        c.log_artifact(trained.run_id, export.record)
-    run_dir.gate_decision.write_text(decision.to_json())
-    run_dir.lineage.write_text(json.dumps(lineage, indent=2))
-    c.log_artifacts(trained.run_id, str(run_dir.model), MODEL)
-    c.log_artifact(trained.run_id, str(run_dir.gate_decision))
-    c.log_artifact(trained.run_id, str(run_dir.lineage))
-    c.set_tag(trained.run_id, "gate", "pass" if decision.promote else "reject")
-    return register(c, model_name, trained.run_id, decision, lineage)
+    return lineage
