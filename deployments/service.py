@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.monitoring.review import ReviewQueue
+from clip_har.serving.bodylimit import BodyLimit
 from clip_har.settings import load_settings
 
 if TYPE_CHECKING:
@@ -292,3 +293,19 @@ class ClipHar:
             "backend": loaded.predictor.backend,
             "lineage": dict(info.metadata),
         }
+
+
+# Bodies over what a route can use are refused before BentoML reads them into memory and temp
+# files: images (plus 1 MB for the other fields), one video, 1 MB for anything else; and a
+# multipart body may hold at most the files allowed plus a few fields.
+_MB = 1_000_000
+ClipHar.add_asgi_middleware(
+    BodyLimit,
+    limits={
+        "/predict": int(SETTINGS.max_files * SETTINGS.max_file_mb * _MB) + _MB,
+        "/classify": int(SETTINGS.max_files * SETTINGS.max_file_mb * _MB) + _MB,
+        "/predict_video": int(SETTINGS.max_video_mb * _MB) + _MB,
+    },
+    default=_MB,
+    max_parts=SETTINGS.max_files + 4,
+)

@@ -351,3 +351,24 @@ def test_admin_reload_refuses_malformed_tags_and_non_json_bodies(server: str) ->
     wrong = httpx.post(reload, json={"model": before}, headers={"X-Admin-Token": "s3creT"}, timeout=60)
     assert wrong.status_code == 403
     assert httpx.get(f"{server}/model", timeout=10).json()["model_version"] == before
+
+
+def test_oversized_bodies_and_too_many_parts_are_refused_before_reading(server: str, jpgs: list[bytes]) -> None:
+    """413 with a reason: by Content-Length, by counting a chunked body, by counting parts
+    (the limits: 4 files of 1 MB here, so /predict takes at most 5 MB and 8 parts)."""
+    big = [("images", ("a.jpg", b"\0" * 6_000_000))]
+    r = httpx.post(f"{server}/predict", files=big, timeout=60)
+    assert r.status_code == 413 and "over the limit" in r.json()["error"], r.text
+
+    def chunks():  # no Content-Length: the server must count
+        yield b'--xyz\r\nContent-Disposition: form-data; name="images"; filename="a.jpg"\r\n\r\n'
+        for _ in range(7):
+            yield b"\0" * 1_000_000
+
+    headers = {"Content-Type": "multipart/form-data; boundary=xyz"}
+    r = httpx.post(f"{server}/predict", content=chunks(), headers=headers, timeout=60)
+    assert r.status_code == 413 and "over the limit" in r.json()["error"], r.text
+    many = [("images", (f"{i}.jpg", jpgs[0])) for i in range(12)]
+    r = httpx.post(f"{server}/predict", files=many, timeout=60)
+    assert r.status_code == 413 and "parts" in r.json()["error"], r.text
+    assert httpx.post(f"{server}/predict", files=[("images", ("a.jpg", jpgs[0]))], timeout=60).status_code == 200
