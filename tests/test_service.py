@@ -108,7 +108,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 @contextmanager
-def running_server(store: Store, root: Path, port: int) -> Iterator[Server]:
+def running_server(store: Store, root: Path, port: int, token: str = ADMIN["X-Admin-Token"]) -> Iterator[Server]:
     """`bentoml serve` on the store's first model on 127.0.0.1:`port`, with its own prediction
     log, review queue and copy of the store: BentoML empties $BENTOML_HOME/prometheus_multiproc_dir
     when it starts, so two servers running at once must not share a home."""
@@ -118,7 +118,7 @@ def running_server(store: Store, root: Path, port: int) -> Iterator[Server]:
     env["CLIP_HAR_PREDICTION_LOG"] = str(root / "predictions")
     env["CLIP_HAR_REVIEW_DIR"] = str(root / "review")
     env["CLIP_HAR_MODEL"] = store.tags[0]
-    env["CLIP_HAR_ADMIN_TOKEN"] = ADMIN["X-Admin-Token"]
+    env["CLIP_HAR_ADMIN_TOKEN"] = token
     log_path = root / "serve.log"
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:
@@ -372,3 +372,17 @@ def test_oversized_bodies_and_too_many_parts_are_refused_before_reading(server: 
     r = httpx.post(f"{server}/predict", files=many, timeout=60)
     assert r.status_code == 413 and "parts" in r.json()["error"], r.text
     assert httpx.post(f"{server}/predict", files=[("images", ("a.jpg", jpgs[0]))], timeout=60).status_code == 200
+
+
+def test_without_a_token_only_this_machine_may_reload(
+    store: Store, tmp_path: Path, free_port: Callable[[], int]
+) -> None:
+    """A page whose DNS name was rebound to 127.0.0.1 reaches the loopback service with its own
+    Host header: refused. A local caller gets through (here to a 400: no such model)."""
+    with running_server(store, tmp_path, free_port(), token="") as srv:
+        reload = f"{srv.url}/admin/reload"
+        rebound = httpx.post(reload, json={"model": store.tags[1]}, headers={"Host": "evil.example"}, timeout=60)
+        assert rebound.status_code == 403, rebound.text  # BentoML words every 403 as "Authorization error"
+        local = httpx.post(reload, json={"model": "clip-har:nope"}, timeout=60)
+        assert local.status_code == 400 and "not in the BentoML model store" in local.text
+        assert httpx.get(f"{srv.url}/model", timeout=10).json()["model_version"] == store.tags[0]
