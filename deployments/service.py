@@ -93,15 +93,12 @@ class HarModel:
         return self.slot.current.tag
 
 
-def _not_local(request: object) -> str | None:
-    """Why a request does not come from this machine, or None. Without an admin token only this
-    machine may reload: a loopback client that addressed a loopback host (a web page whose DNS
-    name was rebound to 127.0.0.1 still sends its own name as Host)."""
+def _from_this_machine(request: object) -> bool:
+    """A loopback client that addressed a loopback host: without an admin token, only such a
+    request may reload (a web page whose DNS name was rebound to 127.0.0.1 sends its own Host)."""
     client = getattr(getattr(request, "client", None), "host", "") or ""
     host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")  # type: ignore[attr-defined]
-    if not is_loopback(client) or not is_loopback(host):
-        return f"without CLIP_HAR_ADMIN_TOKEN, reloads come from this machine only (client {client}, host {host})"
-    return None
+    return is_loopback(client) and is_loopback(host)
 
 
 info_app = FastAPI(title="clip-har model info")
@@ -277,8 +274,10 @@ class ClipHar:
         # constant time; the server decoded the header's bytes as latin-1, the token is UTF-8 text
         if token and not hmac.compare_digest(given.encode("latin-1", "replace"), token.encode()):
             raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
-        if not token and (why := _not_local(ctx.request)):
-            raise BentoMLException(why, error_code=HTTPStatus.FORBIDDEN)
+        if not token and not _from_this_machine(ctx.request):
+            raise BentoMLException(
+                "without CLIP_HAR_ADMIN_TOKEN, reloads come from this machine only", error_code=HTTPStatus.FORBIDDEN
+            )
         # JSON only: a cross-site form or text/plain POST needs no CORS preflight
         if ctx.request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             raise BentoMLException(

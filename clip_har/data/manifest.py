@@ -132,9 +132,21 @@ def _copy_in(src: Path, root: Path, label: str, index: int) -> str:
     return rel.as_posix()
 
 
-def _hidden(folder: Path) -> bool:
-    """A hidden sub-folder (.ipynb_checkpoints, .DS_Store's kin) is not a class."""
-    return folder.name.startswith(".")
+def class_folder_files(src: Path, suffixes: set[str] | None = None) -> list[Path]:
+    """The files of an image folder with one sub-folder per class (`src/<label>/<file>`), sorted;
+    hidden files and sub-folders (.ipynb_checkpoints, ._x.jpg) are skipped, and every sub-folder
+    name must be a class name. `suffixes`: only files with these (lower-case) suffixes."""
+    files = sorted(
+        f
+        for f in Path(src).glob("*/*")
+        if f.is_file()
+        and not f.name.startswith(".")
+        and not f.parent.name.startswith(".")
+        and (suffixes is None or f.suffix.lower() in suffixes)
+    )
+    for folder in sorted({f.parent for f in files}):
+        check_label(folder.name, f"sub-folder {folder}")
+    return files
 
 
 def from_folder(src: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLITS, seed: int = 0) -> Path:
@@ -142,11 +154,9 @@ def from_folder(src: Path, dest: Path, fractions: Sequence[float] = DEFAULT_SPLI
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"image folder {src} does not exist")
-    files = sorted(f for f in src.glob("*/*") if f.is_file() and not f.name.startswith(".") and not _hidden(f.parent))
+    files = class_folder_files(src)
     if not files:
         raise ValueError(f"image folder {src} has no files in class sub-folders")
-    for folder in sorted({f.parent for f in files}):
-        check_label(folder.name, f"sub-folder {folder}")
     with staged_dir(dest) as root:
         rows = [
             {

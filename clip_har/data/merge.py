@@ -14,7 +14,7 @@ import pandas as pd
 from clip_har.config import DataConfig
 from clip_har.data.manifest import (
     IMAGE_SUFFIXES,
-    check_label,
+    class_folder_files,
     describe_files,
     read_manifest,
     staged_dir,
@@ -30,15 +30,9 @@ def merge_folder(root: Path, folder: Path, data: DataConfig) -> tuple[int, Valid
     night photos get test rows, not only training rows). Returns (rows added, gate report).
     Raises DataValidationError (root untouched) if the merged dataset fails the gate."""
     root, folder = Path(root), Path(folder)
-    files = sorted(
-        f
-        for f in folder.glob("*/*")
-        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.parent.name.startswith(".")
-    )
+    files = class_folder_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder} has no images in class sub-folders")
-    for sub in sorted({f.parent for f in files}):
-        check_label(sub.name, f"sub-folder {sub}")
     report: ValidationReport | None = None
     with staged_dir(root) as tmp:
         shutil.copytree(root, tmp, dirs_exist_ok=True)

@@ -60,7 +60,7 @@ class PredictionLog:
         self.dropped = 0  # records refused because the writer fell behind (bounded memory)
         self.written = 0
         self.write_errors = 0  # failed part writes; their rows are kept and retried
-        self._max_kept, self._retry_at, self._backoff = max_queue, 0.0, 0.0
+        self._retry_at, self._backoff = 0.0, 0.0
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -120,7 +120,7 @@ class PredictionLog:
                 log.warning("prediction log %s: write failed (%s); keeping rows and retrying", self.root, exc)
             self._backoff = min(max(self._backoff * 2, self.flush_seconds), 300.0)
             self._retry_at = time.monotonic() + self._backoff
-            excess = max(len(rows) - self._max_kept, 0)
+            excess = max(len(rows) - self._q.maxsize, 0)
             self.dropped += excess
             return rows[excess:]
         except Exception as exc:  # not the disk: retrying cannot help, and the writer must live on

@@ -45,10 +45,10 @@ def regate(
     data: DataRef,
     run_dir: RunDir,
     export: ExportSummary | None = None,
-) -> tuple[EvalSummary, GateDecision]:
+) -> GateDecision:
     """The gate again, against the champion as it is now (another run promoted one since this
     run's gate): that champion re-scored on this run's test split, then the same rules."""
     classes = list(EvalReport.load(Path(ev.report)).per_class)
     champion = champion_on_split(state, model_name, Path(data.root), classes)
     ev = replace(ev, champion=str(champion.save(run_dir.eval / "champion.json")) if champion else None)
-    return ev, run(cfg, state, model_name, ev, export)
+    return run(cfg, state, model_name, ev, export)

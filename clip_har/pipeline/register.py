@@ -47,7 +47,7 @@ def run(
     c.log_artifact(trained.run_id, str(run_dir.lineage))
     with file_lock(state.model_lock):
         if decision.promote and champion_version(c, model_name) != decision.champion_version:
-            _, decision = gate.regate(cfg, state, model_name, ev, data, run_dir, export)
+            decision = gate.regate(cfg, state, model_name, ev, data, run_dir, export)
         run_dir.gate_decision.write_text(decision.to_json())
         c.log_artifact(trained.run_id, str(run_dir.gate_decision))
         c.set_tag(trained.run_id, "gate", "pass" if decision.promote else "reject")
