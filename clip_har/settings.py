@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clip_har.preprocess import MAX_PIXELS
@@ -46,6 +46,8 @@ TELEMETRY_OFF = {
 }
 
 Backend = Literal["onnx", "onnx-int8", "pytorch"]
+# settings whose values no message, log or file may show
+SECRETS = frozenset({"admin_token", "prefect_auth"})
 
 
 class SettingsError(ValueError):
@@ -61,11 +63,21 @@ class Settings(BaseSettings):
     profile: str = "demo"  # scheduled and event-triggered runs: a profile name or YAML file
     model_name: str = "clip-har"  # the registered model (MLflow registry and BentoML store)
     # where things listen (loopback unless configured otherwise)
-    host: str = "127.0.0.1"
-    port: PositiveInt = 3000  # the HTTP service
+    host: str = "127.0.0.1"  # the HTTP service
+    port: PositiveInt = 3000
+    # The Prefect server and MLflow UI of `clip-har up`: apart from `host`, because exposing the
+    # service (the product) must not expose the orchestrator and the tracking server with it
+    # (MLflow's UI has no login: its allow-list stops DNS rebinding, not network users).
+    stack_host: str = "127.0.0.1"
+    # names (DNS names or addresses, comma-separated) clients use to reach a stack bound beyond
+    # loopback: MLflow's Host/CORS allow-list and where the Prefect UI calls its API
+    stack_names: str = ""
+    # `user:password`; when set, `up`'s Prefect server asks every request for it as basic auth
+    # and the clients `up` starts send it. A secret: never printed, never written to a file.
+    prefect_auth: SecretStr = SecretStr("")
     prefect_port: PositiveInt = 4200
     mlflow_port: PositiveInt = 5000
-    service_url: str = ""  # what flows call for the service; default http://127.0.0.1:<port>
+    service_url: str = ""  # what flows call for the service; default http://<host>:<port>
     # the service
     model: str = ""  # BentoML tag it starts on; default <model_name>:latest
     backend: Backend = "onnx"
@@ -75,6 +87,11 @@ class Settings(BaseSettings):
     # full batch under load or callers get 503s (max_latency_ms is a hard deadline).
     max_latency_ms: PositiveInt = 10_000
     infer_timeout_s: PositiveFloat = 30.0
+    # admission per HTTP worker: requests at work at once, and waiting behind them; the rest get
+    # a 503 with Retry-After before their body is read (memory bounded whatever the load)
+    max_inflight: PositiveInt = 16
+    max_queue: int = Field(64, ge=0)
+    retry_after_s: PositiveInt = 2  # what a 503 tells callers to wait
     max_files: PositiveInt = 16  # images per request
     max_file_mb: PositiveFloat = 10.0  # per uploaded image
     max_pixels: PositiveInt = MAX_PIXELS  # decompression-bomb guard, checked before decoding
@@ -89,6 +106,25 @@ class Settings(BaseSettings):
     reports_dir: str = ""
     # an event-triggered training run stands down if another one started this recently
     retrain_cooldown_s: float = Field(1800.0, ge=0)
+
+    @field_validator("prefect_auth")
+    @classmethod
+    def _user_colon_password(cls, value: SecretStr) -> SecretStr:
+        user, colon, password = value.get_secret_value().partition(":")
+        if value.get_secret_value() and not (user and colon and password):
+            raise ValueError("must be user:password")  # never the value: it is a secret
+        return value
+
+    @field_validator("stack_names")
+    @classmethod
+    def _names_not_urls(cls, value: str) -> str:
+        for name in filter(None, (n.strip() for n in value.split(","))):
+            # each becomes `name` and `name:<port>` in allow-lists and URLs: a scheme, a port or
+            # brackets would make entries that match nothing
+            ipv6 = ":" in name and _is_ip(name)
+            if "/" in name or any(c.isspace() for c in name) or (":" in name and not ipv6):
+                raise ValueError(f"{name!r} is not a host name or address (no scheme, port or path)")
+        return value
 
     @property
     def state(self) -> StateDir:
@@ -110,6 +146,36 @@ class Settings(BaseSettings):
             )
 
     @property
+    def stack_exposed(self) -> bool:
+        return not is_loopback(self.stack_host)
+
+    @property
+    def public_names(self) -> list[str]:
+        """The names clients use to reach an exposed stack: CLIP_HAR_STACK_NAMES, then the stack
+        host itself when it is one address (a wildcard bind such as 0.0.0.0 names nothing)."""
+        names = [n.strip() for n in self.stack_names.split(",") if n.strip()]
+        if not _is_wildcard(self.stack_host) and self.stack_host not in names:
+            names.append(self.stack_host)
+        return names
+
+    def check_stack_exposure(self) -> None:
+        """Binding the Prefect server and MLflow beyond loopback needs the Prefect server's basic
+        auth and at least one name for MLflow's allow-list: SettingsError says which is missing."""
+        if not self.stack_exposed:
+            return
+        host = self.stack_host
+        if not self.prefect_auth.get_secret_value():
+            raise SettingsError(
+                f"refusing to bind the stack on {host} without {env_name('prefect_auth')} (user:password): "
+                "the Prefect API would be open to the network"
+            )
+        if not self.public_names:
+            raise SettingsError(
+                f"binding the stack on {host} needs {env_name('stack_names')}: the names or addresses "
+                "clients use to reach it (MLflow refuses any other Host header)"
+            )
+
+    @property
     def logs_predictions(self) -> bool:
         return self.prediction_log != "off"
 
@@ -123,11 +189,12 @@ class Settings(BaseSettings):
 
     @property
     def service(self) -> str:
-        return self.service_url or f"http://127.0.0.1:{self.port}"
+        return self.service_url or f"http://{client_host(self.host)}:{self.port}"
 
     @property
     def prefect_url(self) -> str:
-        return f"http://127.0.0.1:{self.prefect_port}"
+        """Where processes on this machine reach `up`'s Prefect server."""
+        return f"http://{client_host(self.stack_host)}:{self.prefect_port}"
 
     @property
     def prefect_api(self) -> str:
@@ -135,7 +202,7 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://127.0.0.1:{self.mlflow_port}"
+        return f"http://{client_host(self.stack_host)}:{self.mlflow_port}"
 
 
 def is_loopback(host: str) -> bool:
@@ -145,6 +212,37 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve to anything
         return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def url_host(host: str) -> str:
+    """`host` as it appears in a URL or a Host header (IPv6 addresses in brackets)."""
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+def client_host(bind: str) -> str:
+    """Where a client on this machine reaches a server bound to `bind` (a wildcard bind listens
+    on loopback too), in URL form."""
+    if _is_wildcard(bind):
+        return url_host("::1" if ":" in bind else "127.0.0.1")
+    return url_host(bind)
 
 
 def env_name(field: str) -> str:
@@ -157,8 +255,10 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = env_name(str(first["loc"][0])) if first["loc"] else ENV_PREFIX + "*"
-        raise SettingsError(f"{name}={first.get('input')!r}: {first['msg']}") from exc
+        field = str(first["loc"][0]) if first["loc"] else "*"
+        value = "<hidden>" if field in SECRETS else repr(first.get("input"))
+        # a secret's input would show in the chained error's text
+        raise SettingsError(f"{env_name(field)}={value}: {first['msg']}") from (None if field in SECRETS else exc)
 
 
 @dataclass(frozen=True)

@@ -53,14 +53,14 @@ def _config(profile: str, overrides: list[str] | None) -> PipelineConfig:
 
 
 def _state() -> StateDir:
-    from clip_har_cli.stack import api_url
+    from clip_har_cli.stack import prefect_client_env
 
-    state = _settings().state
-    # With the stack up, flows run against its server: their runs show in the UI and their
-    # events (e.g. `data add` → clip-har.data.arrived) reach the automations. A PREFECT_API_URL
-    # already set wins.
-    url = api_url(state)
-    state.apply_env(extra={"PREFECT_API_URL": url} if url else None)
+    settings = _settings()
+    state = settings.state
+    # With the stack up, flows run against its server (with its basic auth when it has one):
+    # their runs show in the UI and their events (e.g. `data add` → clip-har.data.arrived) reach
+    # the automations. A PREFECT_API_URL already set wins.
+    state.apply_env(extra=prefect_client_env(state, settings))
     return state
 
 
@@ -277,7 +277,8 @@ def serve(
 
 @app.command()
 def up() -> None:
-    """Start the local stack on 127.0.0.1 (Prefect server + worker, MLflow UI, the champion's service)."""
+    """Start the local stack (Prefect server + worker, MLflow UI, the champion's service) on
+    loopback, unless CLIP_HAR_STACK_HOST / CLIP_HAR_HOST say otherwise."""
     from clip_har_cli.stack import up as stack_up
 
     _settings()  # a bad setting is one line, before anything starts

@@ -1,6 +1,9 @@
-"""`clip-har up` / `clip-har down`: the local stack on loopback — Prefect server (SQLite, UI),
-a process worker with every deployment from prefect.yaml, the BentoML service for the champion,
-and the MLflow UI. Logs and PIDs live under <state>/stack; running either twice is harmless."""
+"""`clip-har up` / `clip-har down`: the local stack — Prefect server (SQLite, UI), a process
+worker with every deployment from prefect.yaml, the BentoML service for the champion, and the
+MLflow UI. Loopback unless configured otherwise: the Prefect server and MLflow bind the
+`stack_host` setting, the service the `host` setting. Beyond loopback the Prefect server asks
+for basic auth (`prefect_auth`) and MLflow takes only the Host headers it was told about.
+Logs and PIDs live under <state>/stack; running either twice is harmless."""
 
 from __future__ import annotations
 
@@ -14,10 +17,21 @@ from pathlib import Path
 
 import httpx
 
-from clip_har.settings import WORK_POOL, StateDir, child_env, env_name, load_settings
+from clip_har.settings import (
+    WORK_POOL,
+    Settings,
+    StateDir,
+    child_env,
+    client_host,
+    env_name,
+    load_settings,
+    url_host,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STOP_ORDER = ("service", "worker", "mlflow", "prefect")  # served processes before the server
+# What carries the Prefect server's auth string: only Prefect clients (and the server) get these.
+PREFECT_SECRETS = frozenset({"PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING", env_name("prefect_auth")})
 
 
 def _pidfile(state: StateDir, name: str) -> Path:
@@ -68,65 +82,106 @@ def wait_http(url: str, seconds: float = 90, alive: Callable[[], bool] | None = 
     return False
 
 
-def up(echo=print) -> dict[str, str]:
-    settings = load_settings()
-    try:
-        settings.check_exposure()  # the service `up` starts listens on the `host` setting
-    except ValueError as exc:
-        raise RuntimeError(str(exc)) from exc
-    state = settings.state
-    state.apply_env()
-    api = settings.prefect_api
-    # the worker's flows reach the service (service-reload) and the server through these
-    env = child_env({"PREFECT_API_URL": api, env_name("service_url"): settings.service})
+def prefect_auth_env(settings: Settings) -> dict[str, str]:
+    """What a Prefect client needs to pass the server's basic auth; nothing when it has none."""
+    secret = settings.prefect_auth.get_secret_value()
+    return {"PREFECT_API_AUTH_STRING": secret} if secret else {}
+
+
+def prefect_client_env(state: StateDir, settings: Settings) -> dict[str, str]:
+    """What a Prefect client on this machine needs while the stack runs: its API URL and the
+    auth string when set; nothing while it is down (flows then run in ephemeral mode)."""
+    url = api_url(state)
+    return {"PREFECT_API_URL": url, **prefect_auth_env(settings)} if url else {}
+
+
+def prefect_server(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """The command of `up`'s Prefect server and what it adds to the environment."""
+    port = str(settings.prefect_port)
+    # The UI calls the API at PREFECT_UI_API_URL, which otherwise defaults to port 4200 whatever
+    # port the server listens on ("Can't connect to Server API"); a browser on another machine
+    # calls it by a name it knows, not by this machine's loopback.
+    ui_api = settings.prefect_api
+    if settings.stack_exposed:
+        ui_api = f"http://{url_host(settings.public_names[0])}:{port}/api"
+    env = {"PREFECT_UI_API_URL": ui_api, "PREFECT_SERVER_API_PORT": port}
+    if secret := settings.prefect_auth.get_secret_value():
+        env["PREFECT_SERVER_API_AUTH_STRING"] = secret  # every request but /api/health needs it
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", settings.stack_host, "--port", port]
+    return cmd, env
+
+
+def mlflow_command(settings: Settings, state: StateDir) -> list[str]:
+    """`up`'s MLflow UI. Beyond loopback, MLflow's default Host allow-list (loopback and every
+    private address) is replaced by loopback and the stack's names, so a DNS-rebound web page is
+    refused; browsers on those names' origins may change state (MLflow admits loopback ones)."""
+    port = settings.mlflow_port
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.mlflow_uri]
+    cmd += ["--host", settings.stack_host, "--port", str(port)]
+    if settings.stack_exposed:
+        names = [url_host(n) for n in settings.public_names]
+        hosts = [f"{n}:{port}" for n in ("localhost", "127.0.0.1", "[::1]", *names)]
+        origins = [f"http://{n}:{port}" for n in names]
+        cmd += ["--allowed-hosts", ",".join(hosts), "--cors-allowed-origins", ",".join(origins)]
+    return cmd
+
+
+def _start_prefect(settings: Settings, state: StateDir, clients: dict[str, str]) -> None:
+    """The server, then the work pool and prefect.yaml's deployments, then the worker; `clients`
+    is the environment of the Prefect clients."""
     py = sys.executable
-    # The UI calls the API at PREFECT_UI_API_URL, which otherwise defaults to port 4200
-    # whatever port the server listens on ("Can't connect to Server API").
-    server_env = child_env({"PREFECT_UI_API_URL": api, "PREFECT_SERVER_API_PORT": str(settings.prefect_port)})
-    _start(
-        state,
-        "prefect",
-        [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(settings.prefect_port)],
-        server_env,
-    )
-    if not wait_http(f"{api}/health"):
+    server_cmd, server_env = prefect_server(settings)
+    _start(state, "prefect", server_cmd, child_env(server_env))
+    if not wait_http(f"{settings.prefect_api}/health"):
         raise RuntimeError(f"Prefect server did not start; see {log_path(state, 'prefect')}")
     subprocess.run(
         [py, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
-        env=env,
+        env=clients,
         cwd=ROOT,
         capture_output=True,
     )
     deploy = subprocess.run(
-        [py, "-m", "prefect", "--no-prompt", "deploy", "--all"], env=env, cwd=ROOT, capture_output=True, text=True
+        [py, "-m", "prefect", "--no-prompt", "deploy", "--all"], env=clients, cwd=ROOT, capture_output=True, text=True
     )
     if deploy.returncode != 0:
         raise RuntimeError(f"prefect deploy failed: {deploy.stdout[-1500:]}{deploy.stderr[-1500:]}")
-    _start(state, "worker", [py, "-m", "prefect", "worker", "start", "--pool", WORK_POOL], env)
-    mlflow_cmd = [
-        py,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        state.mlflow_uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(settings.mlflow_port),
-    ]
-    _start(state, "mlflow", mlflow_cmd, env)
-    urls = {"prefect": settings.prefect_url, "mlflow": settings.mlflow_url}
-    serve = [py, "-m", "clip_har_cli.main", "serve", "--port", str(settings.port)]
+    _start(state, "worker", [py, "-m", "prefect", "worker", "start", "--pool", WORK_POOL], clients)
+
+
+def up(echo=print) -> dict[str, str]:
+    settings = load_settings()
+    try:
+        settings.check_exposure()  # the service `up` starts listens on the `host` setting
+        settings.check_stack_exposure()  # the Prefect server and MLflow on `stack_host`
+    except ValueError as exc:
+        raise RuntimeError(str(exc)) from exc
+    state = settings.state
+    auth = prefect_auth_env(settings)
+    state.apply_env(extra=auth)  # `loop-demo` calls the API from this process once `up` returns
+    api = settings.prefect_api
+    # The Prefect clients: the worker (and the flows it runs, which inherit its environment)
+    # reach the server and the service (service-reload) through these.
+    env = child_env({"PREFECT_API_URL": api, **auth, env_name("service_url"): settings.service})
+    not_prefect = {k: v for k, v in env.items() if k not in PREFECT_SECRETS}  # MLflow, the service
+    _start_prefect(settings, state, env)
     from clip_har.registry import champion_bento  # MLflow: only here, not for every `api_url()`
 
     try:
+        # before MLflow starts: on a fresh state dir both would create its database at once
+        # (alembic fails in one of them)
         champion_bento(state, settings.model_name)
+        has_champion = True
     except LookupError as exc:
+        has_champion = False
         echo(f"no packaged champion yet ({exc}); the service starts with the next `make up` after `make demo`")
-    else:
-        _start(state, "service", serve, env)
-        urls["service"] = f"http://127.0.0.1:{settings.port}"
+    _start(state, "mlflow", mlflow_command(settings, state), not_prefect)
+    urls = {"prefect": settings.prefect_url, "mlflow": settings.mlflow_url}
+    if settings.stack_exposed:
+        echo(f"Prefect (basic auth) and MLflow listen on {settings.stack_host} for {', '.join(settings.public_names)}")
+    if has_champion:
+        serve = [sys.executable, "-m", "clip_har_cli.main", "serve", "--port", str(settings.port)]
+        _start(state, "service", serve, not_prefect)
+        urls["service"] = f"http://{client_host(settings.host)}:{settings.port}"
         if not wait_http(f"{urls['service']}/readyz", 180, alive=lambda: running(state, "service") is not None):
             echo(f"the service is not ready yet; see {log_path(state, 'service')}")
     (state.stack / "env").write_text(f"export PREFECT_API_URL={api}\n")

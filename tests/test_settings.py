@@ -107,6 +107,49 @@ def test_derived_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().service == "http://10.0.0.2:80"
 
 
+def test_stack_urls_follow_where_things_listen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clients on this machine reach a wildcard bind on loopback, and one address by itself."""
+    for bind, client in (("0.0.0.0", "127.0.0.1"), ("::", "[::1]"), ("10.1.2.3", "10.1.2.3"), ("fd00::5", "[fd00::5]")):
+        monkeypatch.setenv("CLIP_HAR_STACK_HOST", bind)
+        monkeypatch.setenv("CLIP_HAR_HOST", bind)
+        s = load_settings()
+        assert s.stack_exposed
+        assert (s.prefect_api, s.mlflow_url, s.service) == (
+            f"http://{client}:4200/api",
+            f"http://{client}:5000",
+            f"http://{client}:3000",
+        )
+    monkeypatch.setenv("CLIP_HAR_STACK_NAMES", " har.example.org ,10.0.0.9")
+    assert load_settings().public_names == ["har.example.org", "10.0.0.9", "fd00::5"]
+    monkeypatch.setenv("CLIP_HAR_STACK_HOST", "0.0.0.0")  # a wildcard names nothing
+    assert load_settings().public_names == ["har.example.org", "10.0.0.9"]
+
+
+@pytest.mark.parametrize("names", ["http://har.example.org", "har.example.org:8080", "har example"])
+def test_stack_names_are_names_not_urls(monkeypatch: pytest.MonkeyPatch, names: str) -> None:
+    monkeypatch.setenv("CLIP_HAR_STACK_NAMES", names)
+    with pytest.raises(SettingsError, match="CLIP_HAR_STACK_NAMES=.*not a host name or address"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["hunter2", ":hunter2", "hunter2:"])
+def test_a_malformed_prefect_auth_is_named_never_shown(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("CLIP_HAR_PREFECT_AUTH", value)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    message = str(err.value)
+    assert message.startswith("CLIP_HAR_PREFECT_AUTH=<hidden>") and "user:password" in message, message
+    assert "hunter2" not in message and "\n" not in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # nor in a chained error
+
+
+def test_the_prefect_auth_string_never_shows_in_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLIP_HAR_PREFECT_AUTH", "clip:s3cret-value")
+    s = load_settings()
+    assert "s3cret-value" not in repr(s) and "s3cret-value" not in str(s)
+    assert s.prefect_auth.get_secret_value() == "clip:s3cret-value"
+
+
 @pytest.mark.parametrize(
     ("var", "value", "needle"),
     [
