@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from fastapi import FastAPI
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.monitoring.review import ReviewQueue
+from clip_har.serving.admission import Admission
 from clip_har.serving.bodylimit import BodyLimit
+from clip_har.serving.errors import ErrorContract, error_message, publish_errors
 from clip_har.settings import is_loopback, load_settings
+from deployments import forms
 
 if TYPE_CHECKING:
     from clip_har.serving.hotswap import Loaded
@@ -31,6 +34,8 @@ if TYPE_CHECKING:
 SETTINGS = load_settings()  # read once per process: every process of the service sees the same environment
 MODEL_TAG = SETTINGS.serving_model
 MODEL_NAME = MODEL_TAG.split(":")[0]
+# /classify may send each label as its own part; no endpoint has more than 3 fields besides
+forms.install(max_files=SETTINGS.max_files, max_fields=SETTINGS.max_labels + 4)
 
 
 def _resolve(tag: str) -> tuple[str, Path]:
@@ -40,8 +45,8 @@ def _resolve(tag: str) -> tuple[str, Path]:
         raise InvalidArgument(f"model {tag!r} is not a valid BentoML tag (name:version)") from exc
     try:
         model = bentoml.models.get(tag)
-    except bentoml.exceptions.NotFound as exc:
-        raise InvalidArgument(f"model {tag!r} is not in the BentoML model store") from exc
+    except (bentoml.exceptions.NotFound, FileNotFoundError) as exc:  # an unknown version, or name
+        raise NotFound(f"model {tag!r} is not in the BentoML model store") from exc
     return str(model.tag), Path(model.path)
 
 
@@ -107,7 +112,7 @@ _TEMP_PREFIX = re.compile(r"^tmp[a-z0-9_]{8}")
 
 def upload_name(path: Path) -> str:
     """The client's file name: BentoML stores uploads as tempfile 'tmp' + 8 chars + name."""
-    return _TEMP_PREFIX.sub("", Path(path).name) or Path(path).name
+    return _TEMP_PREFIX.sub("", Path(path).name)  # empty: the client sent no file name
 
 
 def parse_labels(raw: list[str] | str) -> list[str]:
@@ -176,15 +181,18 @@ class ClipHar:
         from clip_har.serving.hotswap import split_results
 
         # BentoML's inter-service client can reuse a keep-alive connection the model service
-        # has just closed (bentoml/BentoML#4971), and under load we saw one batched call never
-        # answer: retry the idempotent call on resets and on a per-call deadline.
+        # has just closed (bentoml/BentoML#4971): retry the idempotent call on resets. A call
+        # past its deadline is not retried (it would queue again behind the work that made it
+        # late): the caller gets a 503 with Retry-After.
         for attempt in range(3):
             try:
                 out = np.asarray(await asyncio.wait_for(self.model.to_async.infer(batch), SETTINGS.infer_timeout_s))
                 break
-            except (aiohttp.ClientConnectionError, TimeoutError):
+            except aiohttp.ClientConnectionError:
                 if attempt == 2:
                     raise
+            except TimeoutError as exc:
+                raise ServiceUnavailable(f"no inference within {SETTINGS.infer_timeout_s} s") from exc
         generation = int(out[0, -1])
         if not self.slot.has(generation):  # another entry worker switched: load that model here too
             await asyncio.to_thread(self.slot.get, generation)
@@ -192,10 +200,9 @@ class ClipHar:
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[Path], top_k: int = 5) -> dict:
-        """Action label, score and top-k for each uploaded image."""
-        n_classes = len(self.slot.current.classes)
-        if not 1 <= top_k <= n_classes:
-            raise InvalidArgument(f"top_k must be in 1..{n_classes}")
+        """Action label, score and top-k for each uploaded image (`top_k`: at most the model's labels)."""
+        if top_k < 1:
+            raise InvalidArgument("top_k must be at least 1")
         # decoding is CPU work: off the event loop, which keeps answering (/readyz included)
         batch, stats, raw = await asyncio.to_thread(self._decode, images)
         probs, emb, loaded = await self._infer(batch)
@@ -290,7 +297,13 @@ class ClipHar:
             raise InvalidArgument(str(exc)) from exc
         # the batched worker loads and warms the image side; a 400 from it (the model does not
         # run) reaches the caller as a 400, and nothing has moved
-        switched = await self.model.to_async.switch(tag=loaded.tag)
+        try:
+            switched = await self.model.to_async.switch(tag=loaded.tag)
+        except BentoMLException as exc:  # the worker's refusal: "Error making request: <status>: <its body>"
+            if exc.error_code >= 500:
+                raise
+            body = re.sub(r"^Error making request: \d+: ", "", str(exc))
+            raise InvalidArgument(error_message(exc.error_code, body.encode())) from exc
         self.slot.activate(loaded)
         return switched
 
@@ -307,9 +320,52 @@ class ClipHar:
         }
 
 
+_INFERENCE = ("/predict", "/classify", "/predict_video")
+_REFUSALS = {  # what each route may answer besides 200, as documented in /docs.json
+    **{
+        path: {400: "Bad input, named", 413: "Body over the route's limit", 503: "Busy: retry after Retry-After"}
+        for path in _INFERENCE
+    },
+    "/admin/reload": {
+        400: "Malformed tag, or a model that does not run",
+        403: "Missing or wrong X-Admin-Token",
+        404: "No such model in the store",
+        415: "Not a JSON body",
+    },
+}
+
+
+def _document(spec: dict) -> dict:
+    """The published OpenAPI document: our error shape and the limits the service enforces."""
+    for item in spec["paths"].values():
+        for content in item.get("post", {}).get("requestBody", {}).get("content", {}).values():
+            content["schema"]["additionalProperties"] = False  # forms.py refuses unknown fields
+    form = {path: spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"] for path in _INFERENCE}
+    fields = {path: form[path]["schema"]["properties"] for path in _INFERENCE}
+    for path in _INFERENCE:
+        spec["paths"][path]["post"]["requestBody"]["required"] = True
+    for path in ("/predict", "/classify"):
+        fields[path]["images"].update(minItems=1, maxItems=SETTINGS.max_files)
+        form[path].setdefault("encoding", {})["images"] = {"contentType": "image/*"}
+    form["/predict_video"].setdefault("encoding", {})["video"] = {"contentType": "video/*"}
+    fields["/classify"]["labels"].update(minItems=1, maxItems=SETTINGS.max_labels)
+    form["/classify"]["encoding"]["labels"] = {"contentType": "text/plain"}  # one part per label (or a JSON array)
+    fields["/classify"]["labels"]["items"].update(minLength=1, maxLength=SETTINGS.max_label_chars, pattern=r"\S")
+    fields["/predict"]["top_k"]["minimum"] = 1
+    fields["/predict_video"]["fps"].update(minimum=0, exclusiveMinimum=True, maximum=60)
+    # a JSON body, even `{}`; the model tag in BentoML's grammar (name[:version], each <= 63 characters)
+    reload = spec["paths"]["/admin/reload"]["post"]["requestBody"]
+    reload["required"] = True
+    part = "[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?"
+    reload["content"]["application/json"]["schema"]["properties"]["model"]["pattern"] = f"^{part}(?::{part})?$"
+    return publish_errors(spec, _REFUSALS)
+
+
+# First added, outermost: every answer (the two guards' own included) leaves in one error shape.
+ClipHar.add_asgi_middleware(ErrorContract, retry_after_s=SETTINGS.retry_after_s, document=_document)
 # Bodies over what a route can use are refused before BentoML reads them into memory and temp
 # files: images (plus 1 MB for the other fields), one video, 1 MB for anything else; and a
-# multipart body may hold at most the files allowed plus a few fields.
+# multipart body may hold at most the files and labels allowed plus a few fields.
 _MB = 1_000_000
 ClipHar.add_asgi_middleware(
     BodyLimit,
@@ -319,5 +375,14 @@ ClipHar.add_asgi_middleware(
         "/predict_video": int(SETTINGS.max_video_mb * _MB) + _MB,
     },
     default=_MB,
-    max_parts=SETTINGS.max_files + 4,
+    max_parts=SETTINGS.max_files + SETTINGS.max_labels + 4,
+)
+# Inside the body limit (an oversized body is refused at once, busy or not): a bounded number of
+# inference requests at work per process, a bounded queue, a 503 for the rest.
+ClipHar.add_asgi_middleware(
+    Admission,
+    paths=_INFERENCE,
+    max_inflight=SETTINGS.max_inflight,
+    max_queue=SETTINGS.max_queue,
+    retry_after_s=SETTINGS.retry_after_s,
 )

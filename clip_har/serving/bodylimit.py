@@ -7,21 +7,7 @@ the app is told the client left, whatever it tries to send is dropped, and the a
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
-
-
-async def _answer(send: Send, status: int, reason: str) -> None:
-    body = json.dumps({"error": reason}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+from clip_har.serving.asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 
 
 def _boundary(content_type: bytes) -> bytes | None:
@@ -59,7 +45,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, limits: dict[str, int], default: int, max_parts: int | None = None) -> None:
         self.app, self.limits, self.default, self.max_parts = app, limits, default, max_parts
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -71,10 +57,10 @@ class BodyLimit:
             try:
                 size = int(declared)
             except ValueError:
-                await _answer(send, 400, f"invalid Content-Length {declared.decode(errors='replace')!r}")
+                await send_error(send, 400, f"invalid Content-Length {declared.decode(errors='replace')!r}")
                 return
             if size > limit:
-                await _answer(send, 413, f"request body is {size} bytes, over the limit of {limit} for {path}")
+                await send_error(send, 413, f"request body is {size} bytes, over the limit of {limit} for {path}")
                 return
         counter = _Counter(path, limit, _boundary(headers.get(b"content-type", b"")), self.max_parts)
         started = False
@@ -102,4 +88,4 @@ class BodyLimit:
             if not counter.refusal:
                 raise  # not ours: the app's own error handling stands
         if counter.refusal and not started:
-            await _answer(send, 413, counter.refusal)
+            await send_error(send, 413, counter.refusal)
