@@ -21,6 +21,13 @@ def ensure_experiment(c: MlflowClient, name: str, artifact_root: Path) -> str:
     return c.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
 
 
+def create_run(c: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str:
+    """A new run's id, with MLflow's context tags (user, source) as Lightning's logger sets them."""
+    from mlflow.tracking.context.registry import resolve_tags
+
+    return c.create_run(experiment_id, tags=resolve_tags(tags)).info.run_id
+
+
 def git_sha(cwd: Path | None = None) -> str:
     """The project's commit, or 'unknown' outside a git checkout."""
     try:

@@ -51,9 +51,30 @@ class RunDir:
         return self.root / "data_gate.json"
 
     @property
+    def checkpoints(self) -> Path:
+        """Lightning's best and last checkpoints."""
+        return self.root / "checkpoints"
+
+    @property
+    def train_key(self) -> Path:
+        """Written when training starts: the training identity and its MLflow run, so a later
+        run of the same identity can resume this one if it dies (clip_har.pipeline.resume)."""
+        return self.root / "train_key.json"
+
+    @property
+    def train_lock(self) -> Path:
+        """Held while this run trains: a run whose lock is free and has no TrainResult was killed."""
+        return self.root / ".train.lock"
+
+    @property
     def train_result(self) -> Path:
-        """Rank 0 of a multi-process training writes its TrainResult here."""
+        """The TrainResult, written once training completed (rank 0 of a multi-process run)."""
         return self.root / "train_result.json"
+
+    @property
+    def resumed_by(self) -> Path:
+        """In an interrupted run: the run that continued its training (so no other one does)."""
+        return self.root / "resumed_by.json"
 
     @property
     def export_record(self) -> Path:

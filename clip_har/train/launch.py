@@ -17,6 +17,7 @@ from pathlib import Path
 
 from clip_har.config import ConfigError, PipelineConfig, load_config
 from clip_har.tracking import leaves
+from clip_har.train.checkpoint import write_text_atomic
 from clip_har.train.trainer import train
 
 
@@ -30,12 +31,14 @@ def argv(
     data_version: str | None = None,
     resume: Path | None = None,
     result: Path | None = None,
+    run_id: str | None = None,
 ) -> list[str]:
     """The launcher's arguments (what follows `python -m clip_har.train.launch`)."""
     args = ["--profile", profile] if profile else []
     args += [a for o in overrides for a in ("--set", o)]
     args += ["--data-root", str(data_root), "--out", str(out), "--tracking-uri", tracking_uri]
-    for flag, value in (("--base-weights", base_weights), ("--data-version", data_version), ("--resume", resume)):
+    flags = (("--base-weights", base_weights), ("--data-version", data_version), ("--resume", resume))
+    for flag, value in (*flags, ("--run-id", run_id)):
         args += [flag, str(value)] if value else []
     return args + (["--result", str(result)] if result else [])
 
@@ -62,6 +65,7 @@ def main(args: list[str] | None = None) -> int:
     ap.add_argument("--data-version", default="unversioned")
     ap.add_argument("--resume", type=Path)
     ap.add_argument("--result", type=Path)
+    ap.add_argument("--run-id", help="log into this MLflow run instead of a new one")
     ns = ap.parse_args(args)
     try:
         cfg = load_config(ns.profile, ns.overrides)
@@ -76,9 +80,10 @@ def main(args: list[str] | None = None) -> int:
         base_weights=ns.base_weights,
         data_version=ns.data_version,
         resume=ns.resume,
+        run_id=ns.run_id,
     )
-    if result is not None and ns.result:
-        ns.result.write_text(json.dumps(asdict(result)))
+    if result is not None and ns.result:  # atomically: its presence says training completed
+        write_text_atomic(ns.result, json.dumps(asdict(result)))
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Fit the classifier with Lightning: strategy/precision from config, best + last checkpoints,
-resume, early stopping, MLflow logging, and the model artifact written by rank 0 only.
+"""Fit the classifier with Lightning: strategy/precision from config, best + last checkpoints
+(written atomically), resume, early stopping, MLflow logging, and the model artifact written by
+rank 0 only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from clip_har.models.factory import build_model
 from clip_har.pipeline.rundir import RunDir
 from clip_har.preprocess import PreprocessConfig
 from clip_har.tracking import flatten, git_sha
+from clip_har.train.checkpoint import LAST, AtomicCheckpointIO
 from clip_har.train.module import HARModule
 
 MONITOR = "val_f1"
@@ -33,6 +35,7 @@ class TrainResult:
     last_checkpoint: str
     best_val_f1: float
     epochs: int
+    resumed_from: str = ""  # the checkpoint this fit continued from; empty when it started fresh
 
 
 def make_strategy(cfg: PipelineConfig):  # a Lightning strategy or its name
@@ -74,8 +77,10 @@ def train(
     base_weights: Path | None = None,
     data_version: str = "unversioned",
     resume: Path | None = None,
+    run_id: str | None = None,
 ) -> TrainResult | None:
-    """Train and write `out_dir/model`; returns None on non-zero ranks."""
+    """Train and write `out_dir/model`; returns None on non-zero ranks. `run_id`: log into this
+    MLflow run (e.g. the one a resumed run started) instead of a new one."""
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle, model = build_model(cfg, base_weights)
     set_trainable(model, cfg.train.mode, cfg.train.last_n)
@@ -86,13 +91,14 @@ def train(
     t = cfg.train
     sha = git_sha()
     module = HARModule(model, len(cfg.data.classes), t.lr, t.head_lr, t.weight_decay, t.label_smoothing)
-    logger = MLFlowLogger(
-        experiment_name=cfg.registry.experiment,
-        tracking_uri=tracking_uri,
-        tags={"data_version": data_version, "git_sha": sha, "profile": cfg.profile},
-    )
-    ckpt_dir = Path(out_dir) / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max", save_last=True)
+    tags = {"data_version": data_version, "git_sha": sha, "profile": cfg.profile}
+    logger = MLFlowLogger(experiment_name=cfg.registry.experiment, tracking_uri=tracking_uri, tags=tags, run_id=run_id)
+    run_dir = RunDir(Path(out_dir))
+    ckpt_dir = run_dir.checkpoints
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max")
+    # Every epoch, after `best`: Lightning 2.6's save_last writes last.ckpt only in the epochs
+    # that also save a top-k checkpoint, so a resume would redo every epoch since the best one.
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename=Path(LAST).stem, monitor=None, enable_version_counter=False)
     trainer = L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=_accelerator(cfg),
@@ -100,19 +106,23 @@ def train(
         strategy=make_strategy(cfg),
         precision=t.precision,  # type: ignore[arg-type]
         logger=logger,
-        callbacks=[checkpoint, EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience)],
+        plugins=[AtomicCheckpointIO()],  # a kill mid-save must not leave a truncated last.ckpt
+        callbacks=[checkpoint, last, EarlyStopping(monitor=MONITOR, mode="max", patience=t.early_stopping_patience)],
         log_every_n_steps=5,
         enable_progress_bar=True,
         enable_model_summary=False,
         deterministic=False,
     )
     if trainer.is_global_zero:
+        if run_id:  # the logger tags only the runs it creates itself
+            for k, v in tags.items():
+                logger.experiment.set_tag(run_id, k, v)
         logger.log_hyperparams({**flatten(cfg.model_dump()), "data_version": data_version})
     module.train()  # open_clip builds in eval mode; Lightning keeps submodule modes as found
     trainer.fit(module, datamodule=dm, ckpt_path=str(resume) if resume else None)
     if not trainer.is_global_zero:
         return None
-    best = Path(checkpoint.best_model_path or checkpoint.last_model_path)
+    best = Path(checkpoint.best_model_path or last.best_model_path)
     # A fresh, unsharded copy: under FSDP the trained module holds DTensor shards.
     bundle, model = build_model(cfg, base_weights)
     model.load_state_dict(_best_state(best))
@@ -124,13 +134,14 @@ def train(
         preprocess=pre.to_dict(),
         lineage={"data_version": data_version, "mlflow_run_id": logger.run_id or "", "git_sha": sha},
     )
-    model_dir = save_model(model, bundle, meta, RunDir(Path(out_dir)).model)
+    model_dir = save_model(model, bundle, meta, run_dir.model)
     score = checkpoint.best_model_score
     return TrainResult(
         run_id=logger.run_id or "",
         model_dir=str(model_dir),
         best_checkpoint=str(best),
-        last_checkpoint=str(ckpt_dir / "last.ckpt"),
+        last_checkpoint=str(ckpt_dir / LAST),
         best_val_f1=float(score) if score is not None else float("nan"),
         epochs=trainer.current_epoch,
+        resumed_from=str(resume) if resume else "",
     )
