@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     @classmethod
     def _names_not_urls(cls, value: str) -> str:
         for name in filter(None, (n.strip() for n in value.split(","))):
-            # each becomes `name` and `name:<port>` in allow-lists and URLs: a scheme, a port or
+            # each becomes `name:<port>` in the allow-lists and `http://name:<port>` in URLs: a scheme, a port or
             # brackets would make entries that match nothing
             ipv6 = ":" in name and _is_ip(name)
             if "/" in name or any(c.isspace() for c in name) or (":" in name and not ipv6):
@@ -257,8 +257,9 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "*"
         value = "<hidden>" if field in SECRETS else repr(first.get("input"))
-        # a secret's input would show in the chained error's text
-        raise SettingsError(f"{env_name(field)}={value}: {first['msg']}") from (None if field in SECRETS else exc)
+        # a secret's input (in any of the errors) would show in the chained error's text
+        secret = any(e["loc"] and str(e["loc"][0]) in SECRETS for e in exc.errors())
+        raise SettingsError(f"{env_name(field)}={value}: {first['msg']}") from (None if secret else exc)
 
 
 @dataclass(frozen=True)

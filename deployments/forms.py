@@ -24,6 +24,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+MAX_TEXT_BYTES = 1024 * 1024  # a text field sent as a file part: Starlette's own cap on text parts
 
 
 class StrictFormSerde(_serde.MultipartSerde):
@@ -56,6 +57,8 @@ class StrictFormSerde(_serde.MultipartSerde):
             if key in cls.multipart_fields:
                 if not all(isinstance(v, UploadFile) for v in values):
                     raise BadInput(f"field {key!r} takes uploaded files, not text (URLs are not fetched)")
+                if len(values) > 1 and not _is_list(cls, key):
+                    raise BadInput(f"field {key!r} takes one file, given {len(values)}")
                 data[key] = values if _is_list(cls, key) else values[0]
                 continue
             texts = [await _value(key, v, _takes_text(cls, key)) for v in values]
@@ -80,7 +83,16 @@ class _FileAwareParser(MultiPartParser):
 
 
 class StrictJSONSerde(_serde.JSONSerde):
-    """JSON bodies: a field the endpoint does not have is named, and types are not coerced."""
+    """JSON bodies: a field the endpoint does not have is named, and types are not coerced. An
+    endpoint that takes files takes multipart only (a JSON body could only fail, one error per
+    item of any array it holds), refused before its body is read."""
+
+    async def parse_request(self, request: Request, cls: type[Any]) -> Any:
+        if cls.multipart_fields:
+            raise BentoMLException(
+                "this endpoint takes multipart/form-data (files)", error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+            )
+        return await super().parse_request(request, cls)
 
     def deserialize_model(self, payload: Any, cls: type[Any]) -> Any:
         body = b"".join(payload.data) or b"{}"
@@ -115,7 +127,9 @@ async def _value(key: str, part: str | UploadFile, text: bool) -> Any:
     declared_json = False
     if isinstance(part, UploadFile):
         declared_json = (part.content_type or "").split(";")[0].strip().lower() == "application/json"
-        raw = await part.read()
+        raw = await part.read(MAX_TEXT_BYTES + 1)
+        if len(raw) > MAX_TEXT_BYTES:
+            raise BadInput(f"field {key!r} is over {MAX_TEXT_BYTES} bytes of text")
         try:
             part = raw.decode()
         except UnicodeDecodeError as exc:

@@ -385,4 +385,5 @@ ClipHar.add_asgi_middleware(
     max_inflight=SETTINGS.max_inflight,
     max_queue=SETTINGS.max_queue,
     retry_after_s=SETTINGS.retry_after_s,
+    max_wait_s=SETTINGS.infer_timeout_s,  # a wait as long as an inference deadline is overload too
 )

@@ -78,6 +78,8 @@ def _cases(video_big_frames: bytes) -> dict[str, dict]:
         "top_k a boolean": {"files": one, "data": {"top_k": "true"}},
         "top_k huge": {"files": one, "data": {"top_k": str(10**30)}},
         "JSON body": {"json": {"images": ["/etc/passwd"]}},
+        "JSON array of 200k items": {"json": {"images": [0] * 200_000}},
+        "video: two files": {"path": "/predict_video", "files": [("video", ("a.png", _image(8, 8)))] * 2},
         "JSON not an object": {"content": b"[1, 2]", "headers": {"Content-Type": "application/json"}},
         "JSON broken": {"content": b"{\xff", "headers": {"Content-Type": "application/json"}},
         "too many files": {"files": [("images", (f"{i}.png", _image(8, 8))) for i in range(5)]},
@@ -147,6 +149,8 @@ def test_hostile_uploads_are_refused_in_bounded_time_and_memory(
         "top_k huge": (200, "results"),
         "reload: unknown model name": (404, "not in the BentoML model store"),
         "reload: text/plain": (415, "application/json"),
+        "JSON array of 200k items": (415, "multipart/form-data"),
+        "video: two files": (400, "one file"),
         "GET on a POST route": (405, "Method Not Allowed"),
         "video: frames over the pixel limit": (400, "pixel"),
     }

@@ -73,6 +73,21 @@ def test_every_error_leaves_in_one_shape(case: str) -> None:
     assert (headers.get(b"retry-after") == b"7") == (status == 503)
 
 
+def test_a_flood_of_validation_errors_is_one_short_line() -> None:
+    detail = [{"loc": ["images", i], "msg": "Input should be a file"} for i in range(100_000)]
+    line = error_message(400, json.dumps({"error": "100000 validation errors", "detail": detail}).encode())
+    assert line.endswith("and 99997 more") and len(line) < 200
+
+
+def test_an_error_start_without_a_body_is_still_answered_in_the_shape() -> None:
+    async def stops_after_start(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+
+    status, headers, body = asyncio.run(_call(ErrorContract(stops_after_start, 7)))
+    assert status == 400 and json.loads(body) == {"error": "Bad Request"}
+    assert int(headers[b"content-length"]) == len(body)
+
+
 def test_successes_pass_untouched() -> None:
     body = json.dumps({"results": [1, 2]}).encode()
     assert asyncio.run(_call(ErrorContract(_app(200, body, chunks=2), 7)))[2] == body
@@ -119,6 +134,26 @@ def test_admission_holds_a_bounded_queue_and_refuses_the_rest_with_retry_after()
     assert first[0] == 200 and second[0] == 200 and entered == 2 and waiting == 0
     assert third[0] == 503 and third[1][b"retry-after"] == b"3" and "busy" in json.loads(third[2])["error"]
     assert other_route[0] == 200  # only the inference routes are admitted
+
+
+def test_a_request_waiting_longer_than_its_bound_is_a_503() -> None:
+    async def scenario() -> tuple[int, dict, bytes]:
+        release = asyncio.Event()
+
+        async def slow(scope: Any, receive: Any, send: Any) -> None:
+            await release.wait()
+            await _app(200, b"{}")(scope, receive, send)
+
+        gate = Admission(slow, {"/predict"}, max_inflight=1, max_queue=4, retry_after_s=2, max_wait_s=0.01)
+        first = asyncio.create_task(_call(gate))
+        await asyncio.sleep(0)  # holds the only slot until released
+        waited = await _call(gate)
+        release.set()
+        assert (await first)[0] == 200 and gate.waiting == 0
+        return waited
+
+    status, headers, body = asyncio.run(scenario())
+    assert status == 503 and headers[b"retry-after"] == b"2" and "no slot within" in json.loads(body)["error"]
 
 
 def test_admission_refuses_impossible_bounds() -> None:

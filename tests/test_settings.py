@@ -143,6 +143,15 @@ def test_a_malformed_prefect_auth_is_named_never_shown(monkeypatch: pytest.Monke
     assert err.value.__cause__ is None and err.value.__suppress_context__  # nor in a chained error
 
 
+def test_a_malformed_prefect_auth_behind_another_bad_setting_is_not_chained(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first error names another variable; the secret's, second, must not ride in the cause."""
+    monkeypatch.setenv("CLIP_HAR_PORT", "many")  # declared before the secret: its error comes first
+    monkeypatch.setenv("CLIP_HAR_PREFECT_AUTH", "hunter2")
+    with pytest.raises(SettingsError, match="CLIP_HAR_PORT") as err:
+        load_settings()
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
 def test_the_prefect_auth_string_never_shows_in_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLIP_HAR_PREFECT_AUTH", "clip:s3cret-value")
     s = load_settings()

@@ -17,12 +17,19 @@ class Admission:
     """`paths`: the routes that do real work (inference); every other route passes straight on."""
 
     def __init__(
-        self, app: ASGIApp, paths: Collection[str], max_inflight: int, max_queue: int, retry_after_s: int
+        self,
+        app: ASGIApp,
+        paths: Collection[str],
+        max_inflight: int,
+        max_queue: int,
+        retry_after_s: int,
+        max_wait_s: float | None = None,
     ) -> None:
+        """`max_wait_s`: how long a request may wait for a slot before it is a 503 (else for ever)."""
         if max_inflight < 1 or max_queue < 0:
             raise ValueError("max_inflight must be >= 1 and max_queue >= 0")
         self.app, self.paths, self.retry_after_s = app, frozenset(paths), retry_after_s
-        self.max_inflight, self.max_queue = max_inflight, max_queue
+        self.max_inflight, self.max_queue, self.max_wait_s = max_inflight, max_queue, max_wait_s
         self._slots = asyncio.Semaphore(max_inflight)
         self.waiting = 0  # one event loop per process: plain counters need no lock
 
@@ -36,7 +43,12 @@ class Admission:
             return
         self.waiting += 1
         try:
-            await self._slots.acquire()
+            await asyncio.wait_for(self._slots.acquire(), self.max_wait_s)
+        except TimeoutError:
+            # answered by us, not cut off later by the server's request timeout (a 504)
+            reason = f"busy: no slot within {self.max_wait_s:g} s; retry later"
+            await send_error(send, 503, reason, self.retry_after_s)
+            return
         finally:
             self.waiting -= 1
         try:

@@ -22,7 +22,8 @@ ERROR_SCHEMA: dict[str, Any] = {
     "required": ["error"],
 }
 _ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-_MAX_ERROR_BODY = 65_536  # an error body longer than this is passed on as it is
+_MAX_ERROR_BODY = 65_536  # a streamed error body longer than this is passed on as it is
+_MAX_LISTED = 3  # validation errors named in the one line; the rest are counted
 # the framework's wording for a 5xx it hid; a 503 says what to do instead
 _OVERLOADED = "the service is overloaded: retry after the Retry-After seconds"
 
@@ -42,8 +43,9 @@ def error_message(status: int, body: bytes) -> str:
     if isinstance(data, dict):
         error, detail = data.get("error"), data.get("detail")
         if isinstance(detail, list) and all(isinstance(d, dict) for d in detail):  # pydantic's errors
-            parts = [f"{_location(d.get('loc', []))}: {d.get('msg', '')}" for d in detail]
-            return "; ".join(parts) or str(error)
+            parts = [f"{_location(d.get('loc', []))}: {d.get('msg', '')}" for d in detail[:_MAX_LISTED]]
+            more = f"; and {len(detail) - _MAX_LISTED} more" if len(detail) > _MAX_LISTED else ""
+            return "; ".join(parts) + more if parts else str(error)
         data = error if isinstance(error, str) else detail if isinstance(detail, str) else ""
     text = data if isinstance(data, str) else ""
     if status == HTTPStatus.SERVICE_UNAVAILABLE and (not text or "unexpected error" in text):
@@ -114,7 +116,12 @@ class ErrorContract:
                 return
             await send(message)
 
-        await self.app(scope, receive, rewriting_send)
+        try:
+            await self.app(scope, receive, rewriting_send)
+        finally:
+            if held is not None:  # the app stopped after an error's start: answer it whole, in our shape
+                for out in self._rewrite(held, b"".join(chunks)):
+                    await send(out)
 
     def _rewrite(self, start: Message, body: bytes) -> tuple[Message, Message]:
         status = start["status"]
