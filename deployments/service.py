@@ -323,7 +323,12 @@ class ClipHar:
 _INFERENCE = ("/predict", "/classify", "/predict_video")
 _REFUSALS = {  # what each route may answer besides 200, as documented in /docs.json
     **{
-        path: {400: "Bad input, named", 413: "Body over the route's limit", 503: "Busy: retry after Retry-After"}
+        path: {
+            400: "Bad input, named",
+            413: "Body over the route's limit",
+            415: "Not a multipart/form-data body",
+            503: "Busy: retry after Retry-After",
+        }
         for path in _INFERENCE
     },
     "/admin/reload": {
@@ -361,7 +366,7 @@ def _document(spec: dict) -> dict:
     return publish_errors(spec, _REFUSALS)
 
 
-# First added, outermost: every answer (the two guards' own included) leaves in one error shape.
+# First added, outermost: every answer (the guards' below included) leaves in one error shape.
 ClipHar.add_asgi_middleware(ErrorContract, retry_after_s=SETTINGS.retry_after_s, document=_document)
 # Bodies over what a route can use are refused before BentoML reads them into memory and temp
 # files: images (plus 1 MB for the other fields), one video, 1 MB for anything else; and a
