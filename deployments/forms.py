@@ -48,21 +48,19 @@ class StrictFormSerde(_serde.MultipartSerde):
                 form = await request.form(max_files=self.max_files, max_fields=self.max_fields)
         except (MultiPartException, HTTPException) as exc:  # Starlette's words for a broken body
             raise BadInput(f"malformed form body: {getattr(exc, 'detail', None) or exc}") from exc
-        fields = list(cls.model_fields)
+        _refuse_unknown(cls, list(form))
         data: dict[str, Any] = {}
         for key in form:
-            if key not in cls.model_fields:
-                raise BadInput(f"unknown field {key!r}; this endpoint takes {', '.join(map(repr, fields))}")
-            values = form.getlist(key)
+            values, many = form.getlist(key), _is_list(cls, key)
             if key in cls.multipart_fields:
                 if not all(isinstance(v, UploadFile) for v in values):
                     raise BadInput(f"field {key!r} takes uploaded files, not text (URLs are not fetched)")
-                if len(values) > 1 and not _is_list(cls, key):
+                if len(values) > 1 and not many:
                     raise BadInput(f"field {key!r} takes one file, given {len(values)}")
-                data[key] = values if _is_list(cls, key) else values[0]
+                data[key] = values if many else values[0]
                 continue
             texts = [await _value(key, v, _takes_text(cls, key)) for v in values]
-            if len(texts) > 1 and not _is_list(cls, key):
+            if len(texts) > 1 and not many:
                 raise BadInput(f"field {key!r} is given {len(texts)} times")
             data[key] = texts if len(texts) > 1 else texts[0]  # a repeated field is its list
         # strict: `true` is not a top_k, nor "1" a number of frames per second once JSON is parsed
@@ -100,11 +98,15 @@ class StrictJSONSerde(_serde.JSONSerde):
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadInput(f"body is not JSON ({exc})") from exc
-        if isinstance(data, dict) and (unknown := sorted(set(data) - set(cls.model_fields))):
-            raise BadInput(
-                f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(map(repr, cls.model_fields))}"
-            )
+        if isinstance(data, dict):
+            _refuse_unknown(cls, list(data))
         return cls.model_validate_json(body, strict=True)
+
+
+def _refuse_unknown(cls: type[Any], keys: list[str]) -> None:
+    """A field the endpoint does not have (a misspelt `image`) is named, never ignored."""
+    if unknown := [k for k in keys if k not in cls.model_fields]:
+        raise BadInput(f"unknown field {unknown[0]!r}; this endpoint takes {', '.join(map(repr, cls.model_fields))}")
 
 
 def _is_list(cls: type[Any], key: str) -> bool:
