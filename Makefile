@@ -24,7 +24,7 @@ $(BIN)/python:
 
 # Reinstall only when the dependency declarations change.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,scale]'
 	touch $(STAMP)
 
 install: $(STAMP)
