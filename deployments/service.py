@@ -10,9 +10,11 @@ import hmac
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
+from functools import partial
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import bentoml
@@ -30,6 +32,9 @@ from deployments import forms
 
 if TYPE_CHECKING:
     from clip_har.serving.hotswap import Loaded
+    from clip_har.serving.predictor import Predictor
+
+T = TypeVar("T")
 
 SETTINGS = load_settings()  # read once per process: every process of the service sees the same environment
 MODEL_TAG = SETTINGS.serving_model
@@ -78,11 +83,12 @@ class HarModel:
         self.slot = _slot(warm=True)
 
     @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=SETTINGS.max_latency_ms)
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        from clip_har.serving.hotswap import tag_results
+    def infer(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """One uint8 [3,S,S] array per image → one row per image (hotswap.run_items): images
+        prepared for another model's input are answered stale, so callers prepare them again."""
+        from clip_har.serving.hotswap import run_items
 
-        loaded = self.slot.current  # one read: the whole batch runs on one model
-        return tag_results(*loaded.predictor.run(batch), loaded)
+        return run_items(self.slot.current, batch)  # one read: the whole batch runs on one model
 
     @bentoml.api
     def switch(self, tag: str) -> dict:
@@ -146,18 +152,22 @@ class ClipHar:
         state = SETTINGS.state
         self.log = PredictionLog(state.predictions) if SETTINGS.logs_predictions else NullLog()
         self.review = ReviewQueue(state.review) if SETTINGS.keeps_review_queue else None
+        self._switching = asyncio.Lock()  # a reload, or following the batched worker, at a time
 
     @bentoml.on_shutdown
     def _flush_log(self) -> None:
         self.log.close()  # graceful shutdown writes every queued prediction
 
-    def _decode(self, images: list[Path]) -> tuple[np.ndarray, list[dict[str, float]], list[bytes]]:
-        """Pixels [N,3,S,S] uint8, image statistics, and the uploaded bytes (for the review queue)."""
+    @staticmethod
+    def _decode(
+        images: list[Path], predictor: Predictor
+    ) -> tuple[list[np.ndarray], tuple[list[dict[str, float]], list[bytes]]]:
+        """uint8 [3,S,S] pixels per image for `predictor`'s input, plus the image statistics and
+        the uploaded bytes (for the prediction log and the review queue)."""
         if not images:
             raise InvalidArgument("field 'images' needs at least one file")
         if len(images) > SETTINGS.max_files:
             raise InvalidArgument(f"too many files: {len(images)} > {SETTINGS.max_files}")
-        predictor = self.slot.current.predictor
         arrays, stats, raw = [], [], []
         for i, path in enumerate(images):
             size = Path(path).stat().st_size
@@ -174,29 +184,48 @@ class ClipHar:
             arrays.append(array)
             stats.append(stat)
             raw.append(data)
-        return np.stack(arrays), stats, raw
+        return arrays, (stats, raw)
 
-    async def _infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, Loaded]:
-        """(probabilities, embeddings, the model that computed them) from the batched worker."""
-        from clip_har.serving.hotswap import split_results
-
+    async def _ask_worker(self, call: Callable[[], Awaitable[T]]) -> T:
         # BentoML's inter-service client can reuse a keep-alive connection the model service
         # has just closed (bentoml/BentoML#4971): retry the idempotent call on resets. A call
         # past its deadline is not retried (it would queue again behind the work that made it
         # late): the caller gets a 503 with Retry-After.
         for attempt in range(3):
             try:
-                out = np.asarray(await asyncio.wait_for(self.model.to_async.infer(batch), SETTINGS.infer_timeout_s))
-                break
+                return await asyncio.wait_for(call(), SETTINGS.infer_timeout_s)
             except aiohttp.ClientConnectionError:
                 if attempt == 2:
                     raise
             except TimeoutError as exc:
                 raise ServiceUnavailable(f"no inference within {SETTINGS.infer_timeout_s} s") from exc
-        generation = int(out[0, -1])
-        if not self.slot.has(generation):  # another entry worker switched: load that model here too
-            await asyncio.to_thread(self.slot.get, generation)
-        return split_results(out, self.slot)
+        raise AssertionError("unreachable")
+
+    async def _infer(
+        self, prepare: Callable[[Predictor], tuple[list[np.ndarray], T]]
+    ) -> tuple[np.ndarray, np.ndarray, Loaded, T]:
+        """(probabilities, embeddings, the model that computed them, what `prepare` gave besides
+        the pixels) from the batched worker. `prepare` makes one pixel array per image for a
+        model's input, off the event loop; when the batched worker serves another model by then
+        (another HTTP worker switched it), this process follows it and prepares them again."""
+        from clip_har.serving.hotswap import generations, read_rows
+
+        for _ in range(3):  # a third time only if the model was switched twice during the request
+            pixels, extra = await asyncio.to_thread(prepare, self.slot.current.predictor)
+            rows = await self._ask_worker(partial(self.model.to_async.infer, pixels))
+            if generations(rows) != {self.slot.current.generation}:
+                await self._follow()
+            result = await asyncio.to_thread(read_rows, rows, self.slot)  # may load the model that answered
+            if result is not None:
+                return (*result, extra)
+        raise ServiceUnavailable("the served model changed during the request")
+
+    async def _follow(self) -> None:
+        """Prepare images, and read results, for the model the batched worker serves now."""
+        async with self._switching:
+            tag = await self._ask_worker(self.model.to_async.serving)
+            if tag != self.slot.current.tag:
+                self.slot.activate(await asyncio.to_thread(self.slot.prepare, tag))
 
     @bentoml.api(route="/predict")
     async def predict(self, images: list[Path], top_k: int = 5) -> dict:
@@ -204,8 +233,7 @@ class ClipHar:
         if top_k < 1:
             raise InvalidArgument("top_k must be at least 1")
         # decoding is CPU work: off the event loop, which keeps answering (/readyz included)
-        batch, stats, raw = await asyncio.to_thread(self._decode, images)
-        probs, emb, loaded = await self._infer(batch)
+        probs, emb, loaded, (stats, raw) = await self._infer(partial(self._decode, images))
         classes, version = loaded.classes, loaded.tag
         results = []
         request_id = uuid.uuid4().hex
@@ -231,8 +259,7 @@ class ClipHar:
             raise InvalidArgument("field 'labels' needs at least one non-empty label")
         if len(labels) > SETTINGS.max_labels or max(len(s) for s in labels) > SETTINGS.max_label_chars:
             raise InvalidArgument(f"at most {SETTINGS.max_labels} labels of {SETTINGS.max_label_chars} characters")
-        pixels = (await asyncio.to_thread(self._decode, images))[0]
-        _, emb, loaded = await self._infer(pixels)  # image side through the batched worker
+        _, emb, loaded, _ = await self._infer(partial(self._decode, images))  # image side: the batched worker
         scores = await asyncio.to_thread(loaded.predictor.zero_shot, emb, labels)  # the same model's text tower
         results = [
             {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}
@@ -250,20 +277,19 @@ class ClipHar:
         size = Path(video).stat().st_size
         if size == 0 or size > SETTINGS.max_video_mb * 1e6:
             raise InvalidArgument(f"video must be 1 byte to {SETTINGS.max_video_mb} MB, got {size} bytes")
-        from functools import partial
-
         from clip_har.preprocess import to_pixels
 
-        # each frame becomes the model's uint8 pixels as it is decoded: memory bounded by the model
-        pixels = partial(to_pixels, cfg=self.slot.current.predictor.preprocess)
-        try:
-            frames = await asyncio.to_thread(
-                sample_frames, Path(video), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels
-            )
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from exc
-        probs, _, loaded = await self._infer(np.stack([px for _, px in frames]))
-        times, classes = [t for t, _ in frames], loaded.classes
+        def frames(predictor: Predictor) -> tuple[list[np.ndarray], list[float]]:
+            # each frame becomes the model's uint8 pixels as it is decoded: memory bounded by the model
+            pixels = partial(to_pixels, cfg=predictor.preprocess)
+            try:
+                sampled = sample_frames(Path(video), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+            return [px for _, px in sampled], [t for t, _ in sampled]
+
+        probs, _, loaded, times = await self._infer(frames)
+        classes = loaded.classes
         per_frame = [
             {"t": t, "label": classes[int(p.argmax())], "score": float(p.max())}
             for t, p in zip(times, probs, strict=True)
@@ -291,20 +317,23 @@ class ClipHar:
                 "POST /admin/reload takes a JSON body (Content-Type: application/json)",
                 error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
             )
-        try:
-            loaded = await asyncio.to_thread(self.slot.prepare, model)
-        except ValueError as exc:  # nothing moved
-            raise InvalidArgument(str(exc)) from exc
-        # the batched worker loads and warms the image side; a 400 from it (the model does not
-        # run) reaches the caller as a 400, and nothing has moved
-        try:
-            switched = await self.model.to_async.switch(tag=loaded.tag)
-        except BentoMLException as exc:  # the worker's refusal: "Error making request: <status>: <its body>"
-            if exc.error_code >= 500:
-                raise
-            body = re.sub(r"^Error making request: \d+: ", "", str(exc))
-            raise InvalidArgument(error_message(exc.error_code, body.encode())) from exc
-        self.slot.activate(loaded)
+        async with self._switching:  # the batched worker serialises reloads from every HTTP worker
+            try:
+                loaded = await asyncio.to_thread(self.slot.prepare, model)
+            except ValueError as exc:  # nothing moved
+                raise InvalidArgument(str(exc)) from exc
+            # the batched worker loads and warms the image side; a 400 from it (the model does
+            # not run) reaches the caller as a 400, and nothing has moved
+            try:
+                switched = await self.model.to_async.switch(tag=loaded.tag)
+            except BentoMLException as exc:  # the worker's refusal: "Error making request: <status>: <its body>"
+                if exc.error_code >= 500:
+                    raise
+                body = re.sub(r"^Error making request: \d+: ", "", str(exc))
+                raise InvalidArgument(error_message(exc.error_code, body.encode())) from exc
+            # the other HTTP workers follow at their next request, when the batched worker's
+            # answer names this model
+            self.slot.activate(loaded)
         return switched
 
     @info_app.get("/model")

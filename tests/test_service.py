@@ -21,14 +21,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
+from conftest import export_untrained
 from PIL import Image
-
-from clip_har.config import load_config
-from clip_har.export.onnx_export import export_onnx
-from clip_har.models.artifact import ModelMeta, save_model
-from clip_har.models.factory import build_model
-from clip_har.preprocess import PreprocessConfig
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,11 +46,13 @@ def _png(w: int, h: int, noise: bool = False) -> bytes:
 
 @dataclass(frozen=True)
 class Store:
-    """A BentoML home whose model store holds two working models and one that cannot load."""
+    """A BentoML home whose model store holds two working models, one that cannot load and
+    one whose input size and embedding differ from the others'."""
 
     home: Path
     tags: tuple[str, str]  # the service starts on the first; the switch test moves it to the second
     broken: str
+    resized: str = ""  # 64-px input and 128-d embeddings where the others take 32 px and give 64
 
 
 @dataclass(frozen=True)
@@ -88,23 +84,16 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     tmp = tmp_path_factory.mktemp("store")
     home = tmp / "bentoml"
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    # two models in the store: the service starts on the first, switches to the second; the third
+    # is the demo architecture, whose pixels the others cannot take
     tags = []
-    for seed in (0, 1):  # two models in the store: the service starts on the first, switches to the second
-        torch.manual_seed(seed)
-        cfg = load_config("tiny")
-        bundle, clf = build_model(cfg)
-        pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
-        meta = ModelMeta(
-            "tiny", list(cfg.data.classes), list(cfg.data.classes), list(cfg.model.templates), pre.to_dict()
-        )
-        export_onnx(save_model(clf, bundle, meta, tmp / f"model{seed}"), tmp / f"onnx{seed}")
-        tags.append(
-            _save_to_store(tmp / f"onnx{seed}", {"data_version": f"tiny-v{seed + 1}", "mlflow_run_id": f"r{seed}"}, env)
-        )
+    for seed, overrides in ((0, ()), (1, ()), (2, ("model.preset=demo",))):
+        onnx = export_untrained(tmp / f"onnx{seed}", seed, overrides)
+        tags.append(_save_to_store(onnx, {"data_version": f"tiny-v{seed + 1}", "mlflow_run_id": f"r{seed}"}, env))
     broken = tmp / "onnx-broken"  # a model in the store whose graph does not load
     shutil.copytree(tmp / "onnx1", broken)
     (broken / "image.onnx").write_bytes(b"not an onnx graph")
-    return Store(home, (tags[0], tags[1]), _save_to_store(broken, {"data_version": "broken"}, env))
+    return Store(home, (tags[0], tags[1]), _save_to_store(broken, {"data_version": "broken"}, env), tags[2])
 
 
 @contextmanager
@@ -309,6 +298,75 @@ def test_switch_model_under_load_fails_no_request(own_server: Server, jpgs: list
     assert len(answers) >= n_at_switch + 20 and all(v == new for _, v in answers[n_at_switch + 4 :])
     info = httpx.get(f"{server}/model", timeout=10).json()
     assert info["model_version"] == new and info["lineage"]["data_version"] == "tiny-v2"
+
+
+def test_switch_across_input_sizes_converges_every_http_worker(
+    store: Store,
+    tmp_path: Path,
+    free_port: Callable[[], int],
+    jpgs: list[bytes],
+    tiny_data_master: Path,
+    write_video: Callable[..., Path],
+) -> None:
+    """Two HTTP workers; a reload reaches one of them. Switching to a model that takes other
+    pixels (64 px and 128-d embeddings where the first takes 32 px and gives 64) while callers
+    keep sending to /predict, /classify and /predict_video fails no request, and afterwards every
+    answer comes from the new model, the worker that never saw the reload included. Two reloads
+    at once are serialised: they end on one model, which every worker then serves."""
+    old, new = store.tags[0], store.resized
+    frames = [Image.open(p).convert("RGB") for p in sorted((tiny_data_master / "images").rglob("*.jpg"))[:4]]
+    video = write_video(tmp_path / "v.mp4", frames, fps=2).read_bytes()
+
+    def call(kind: str, i: int) -> tuple[int, str | None]:
+        image = [("images", (f"{i}.jpg", jpgs[i % len(jpgs)]))]
+        if kind == "predict":
+            r = _post(f"{url}/predict", image)
+        elif kind == "classify":
+            r = _post(f"{url}/classify", image, {"labels": "a cat, someone running"})
+        else:
+            r = _post(f"{url}/predict_video", [("video", ("v.mp4", video))], {"fps": "1"})
+        return r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text
+
+    with running_server(store, tmp_path / "srv", free_port(), env={"CLIP_HAR_HTTP_WORKERS": "2"}) as srv:
+        url, reload = srv.url, f"{srv.url}/admin/reload"
+        stop, answers = threading.Event(), []
+
+        def caller(kind: str, i: int) -> None:
+            while not stop.is_set() and len(answers) < 3000:  # bounded in count and (below) in time
+                answers.append(call(kind, i))
+
+        kinds = ("predict", "predict", "classify", "video")
+        with ThreadPoolExecutor(len(kinds)) as pool:
+            for i, kind in enumerate(kinds):
+                pool.submit(caller, kind, i)
+            deadline = time.monotonic() + 180
+            while len(answers) < 20 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = httpx.post(reload, json={"model": new}, headers=ADMIN, timeout=120)
+            n_at_switch = len(answers)
+            while len(answers) < n_at_switch + 40 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stop.set()
+        assert r.status_code == 200, r.text
+        assert r.json() == {"model_version": new, "previous": old}
+        assert [a for a in answers if a[0] != 200] == []
+        assert {v for _, v in answers} == {old, new}
+        # at most one request per caller was computed before the switch and answered after it
+        assert len(answers) >= n_at_switch + 40 and all(v == new for _, v in answers[n_at_switch + len(kinds) :])
+        # a fresh connection each: both workers answer, each from the model being served
+        assert {call(kind, i) for i in range(8) for kind in ("predict", "classify")} == {(200, new)}
+
+        with ThreadPoolExecutor(2) as pool:
+            done = list(
+                pool.map(lambda tag: httpx.post(reload, json={"model": tag}, headers=ADMIN, timeout=120), store.tags)
+            )
+        assert [d.status_code for d in done] == [200, 200], [d.text for d in done]
+        a, b = (d.json() for d in done)
+        first, last = (a, b) if b["previous"] == a["model_version"] else (b, a)
+        assert first["previous"] == new and last["previous"] == first["model_version"]  # one after the other
+        served = httpx.get(f"{url}/model", timeout=10).json()["model_version"]
+        assert served == last["model_version"]
+        assert {call(kind, i) for i in range(8) for kind in ("predict", "classify", "video")} == {(200, served)}
 
 
 def test_graceful_stop_loses_no_logged_prediction(own_server: Server, jpgs: list[bytes]) -> None:

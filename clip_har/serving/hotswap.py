@@ -4,6 +4,13 @@ A switch builds and warms the new predictor *before* it becomes current, so a re
 meets a half-loaded model, and a model that fails to load or run leaves the current one serving.
 Every inference result carries the generation id of the model that computed it; results that
 finish after a switch are still read with their own model's labels and text tower.
+
+Processes that prepare pixels (the service's HTTP workers) and the process that runs the image
+graph (its batched worker) switch at different moments, and models differ in input size. So the
+pixels travel as one array per image, the runner computes only those shaped for the model it
+serves, and answers the others with a *stale* row naming that model: the caller prepares the
+pixels again for it and follows it. Switches are serialised, so every process converges on the
+last model switched to.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -78,6 +85,7 @@ class ModelSlot:
         self._models: OrderedDict[int, Loaded] = OrderedDict()
         self._current: Loaded | None = None
         self._lock = threading.Lock()  # one load at a time; readers never take it
+        self._switching = threading.Lock()  # one switch at a time: the last one asked for wins
 
     @property
     def current(self) -> Loaded:
@@ -114,8 +122,11 @@ class ModelSlot:
         return previous
 
     def switch(self, tag: str) -> tuple[Loaded, Loaded | None]:
-        loaded = self.prepare(tag)
-        return loaded, self.activate(loaded)
+        """Prepare and activate `tag`; concurrent switches happen one after the other, so the
+        previous model each one reports is the one it really replaced."""
+        with self._switching:
+            loaded = self.prepare(tag)
+            return loaded, self.activate(loaded)
 
     def has(self, generation: int) -> bool:
         return generation in self._models
@@ -150,3 +161,38 @@ def split_results(out: np.ndarray, slot: ModelSlot) -> tuple[np.ndarray, np.ndar
     loaded = slot.get(int(out[0, -1]))
     c = len(loaded.classes)
     return out[:, :c].astype(np.float32), out[:, c:-1].astype(np.float32), loaded
+
+
+def input_shape(loaded: Loaded) -> tuple[int, int, int]:
+    """The shape of one image's pixels for this model: [3, S, S]."""
+    size = loaded.predictor.preprocess.image_size
+    return (3, size, size)
+
+
+def run_items(loaded: Loaded, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The runner's side: one row per image. Pixels shaped for `loaded` run in one batch and
+    give `tag_results` rows; pixels prepared for another model give a stale row, [generation]
+    alone, which names the model to prepare them for instead of failing the whole batch."""
+    shape = input_shape(loaded)
+    fits = [i for i, x in enumerate(items) if x.shape == shape]
+    rows = [np.array([float(loaded.generation)])] * len(items)
+    if fits:
+        computed = tag_results(*loaded.predictor.run(np.stack([items[i] for i in fits])), loaded)
+        for i, row in zip(fits, computed, strict=True):
+            rows[i] = row
+    return rows
+
+
+def generations(rows: Sequence[np.ndarray]) -> set[int]:
+    """The models that answered these rows (stale rows name the model that refused them)."""
+    return {int(row[-1]) for row in rows}
+
+
+def read_rows(rows: Sequence[np.ndarray], slot: ModelSlot) -> tuple[np.ndarray, np.ndarray, Loaded] | None:
+    """(probabilities, embeddings, model) when one model computed every row, else None: some
+    pixels were prepared for a model no longer served, or a switch fell between the batches a
+    long request was split into. The caller prepares them again for the served model."""
+    gens = generations(rows)
+    if len(gens) != 1 or any(len(row) == 1 for row in rows):
+        return None
+    return split_results(np.stack(rows), slot)
