@@ -33,6 +33,24 @@ def predict_batch(onnx_dir: str, files: list[Path], output: str, batch_size: int
     predictor = Predictor(Path(onnx_dir))
     with tqdm(total=len(files), desc="predict", unit="file") as bar:
         rows = batch.predict_files(predictor, files, batch_size, top_k, video_fps, progress=bar.update)
+    return _written(rows, output)
+
+
+@task(name="predict-distributed", cache_policy=NO_CACHE)
+def predict_distributed(
+    address: str, onnx_dir: str, files: list[Path], output: str, batch_size: int, top_k: int, video_fps: float
+) -> dict:
+    """The same rows as `predict-batch`, computed in chunks by the Dask cluster at `address`."""
+    from tqdm import tqdm
+
+    from clip_har.serving.distributed import predict_distributed
+
+    with tqdm(total=len(files), desc="predict", unit="file") as bar:
+        rows = predict_distributed(address, Path(onnx_dir), files, batch_size, top_k, video_fps, progress=bar.update)
+    return _written(rows, output)
+
+
+def _written(rows: list[batch.Row], output: str) -> dict:
     out = batch.write_rows(rows, Path(output))
     errors = sum(1 for r in rows if r.error)
     get_run_logger().info("%d rows (%d unreadable files) → %s", len(rows), errors, out)

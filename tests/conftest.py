@@ -58,27 +58,6 @@ def free_port() -> Callable[[], int]:
     return _free_port
 
 
-def export_untrained(dest: Path, seed: int, overrides: tuple[str, ...] = ()) -> Path:
-    """An untrained model of the `tiny` profile (plus config overrides) exported to ONNX at
-    `dest`, its PyTorch artifact beside it: a servable model in seconds."""
-    import torch
-
-    from clip_har.config import load_config
-    from clip_har.export.onnx_export import export_onnx
-    from clip_har.models.artifact import ModelMeta, save_model
-    from clip_har.models.factory import build_model
-    from clip_har.preprocess import PreprocessConfig
-
-    torch.manual_seed(seed)
-    cfg = load_config("tiny", list(overrides))
-    bundle, clf = build_model(cfg)
-    pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
-    classes = list(cfg.data.classes)
-    meta = ModelMeta(cfg.model.preset, classes, classes, list(cfg.model.templates), pre.to_dict())
-    export_onnx(save_model(clf, bundle, meta, dest.with_name(dest.name + "-torch")), dest)
-    return dest
-
-
 def _write_video(path: Path, frames: list, fps: int = 2, size: int = 64) -> Path:
     import av
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import export_untrained
 
+from clip_har.export.onnx_export import export_untrained
 from clip_har.serving.hotswap import ModelSlot, generations, input_shape, read_rows, run_items
 from clip_har.serving.predictor import Predictor
 
@@ -21,7 +21,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("hotswap")
     return {
         "small:v1": export_untrained(tmp / "small", 0),
-        "large:v1": export_untrained(tmp / "large", 1, ("model.preset=demo",)),
+        "large:v1": export_untrained(tmp / "large", 1, overrides=("model.preset=demo",)),
     }
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import export_untrained
 from PIL import Image
+
+from clip_har.export.onnx_export import export_untrained
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     # is the demo architecture, whose pixels the others cannot take
     tags = []
     for seed, overrides in ((0, ()), (1, ()), (2, ("model.preset=demo",))):
-        onnx = export_untrained(tmp / f"onnx{seed}", seed, overrides)
+        onnx = export_untrained(tmp / f"onnx{seed}", seed, overrides=overrides)
         tags.append(_save_to_store(onnx, {"data_version": f"tiny-v{seed + 1}", "mlflow_run_id": f"r{seed}"}, env))
     broken = tmp / "onnx-broken"  # a model in the store whose graph does not load
     shutil.copytree(tmp / "onnx1", broken)

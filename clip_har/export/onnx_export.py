@@ -110,3 +110,22 @@ def export_onnx(model_dir: Path, dest: Path) -> OnnxMeta:
         )
         (tmp / ONNX_META).write_text(json.dumps(onnx_meta.to_dict(), indent=2))
     return onnx_meta
+
+
+def export_untrained(dest: Path, seed: int = 0, profile: str = "tiny", overrides: tuple[str, ...] = ()) -> Path:
+    """An untrained model of `profile` (plus config overrides) exported to ONNX at `dest`, its
+    PyTorch artifact beside it: a servable model in seconds, for tests and benchmarks (speed
+    and the serving mechanics do not depend on the weights)."""
+    from clip_har.config import load_config
+    from clip_har.models.artifact import save_model
+    from clip_har.models.factory import build_model
+    from clip_har.preprocess import PreprocessConfig
+
+    torch.manual_seed(seed)
+    cfg = load_config(profile, list(overrides))
+    bundle, clf = build_model(cfg)
+    pre = PreprocessConfig(bundle.image_size, bundle.mean, bundle.std)
+    classes = list(cfg.data.classes)
+    meta = ModelMeta(cfg.model.preset, classes, classes, list(cfg.model.templates), pre.to_dict())
+    export_onnx(save_model(clf, bundle, meta, dest.with_name(dest.name + "-torch")), dest)
+    return dest

@@ -63,31 +63,33 @@ def predict_files(
     video_fps: float = VIDEO_FPS,
     progress: Callable[[int], None] | None = None,
 ) -> list[Row]:
-    rows: list[Row] = []
-    pending: list[tuple[Path, np.ndarray]] = []
+    """Rows in input order: one per image, one per sampled frame of a video (in time order),
+    and one with the error for a file that cannot be read or decoded."""
+    rows: list[list[Row]] = []  # per file, in input order: images wait for their batch
+    pending: list[tuple[int, Path, np.ndarray]] = []
 
     def flush() -> None:
         if pending:
-            preds = predictor.predict(np.stack([a for _, a in pending]), top_k)
-            rows.extend(
-                Row(str(p), None, r.label, r.score, _top(r, top_k)) for (p, _), r in zip(pending, preds, strict=True)
-            )
+            preds = predictor.predict(np.stack([a for *_, a in pending]), top_k)
+            for (i, p, _), r in zip(pending, preds, strict=True):
+                rows[i] = [Row(str(p), None, r.label, r.score, _top(r, top_k))]
             pending.clear()
 
     for f in files:
+        rows.append([])
         try:
             if f.suffix.lower() in VIDEO_SUFFIXES:
-                rows.extend(_video_rows(predictor, f, video_fps, top_k, batch_size))
+                rows[-1] = _video_rows(predictor, f, video_fps, top_k, batch_size)
             else:
-                pending.append((f, predictor.decode(f.read_bytes())))
+                pending.append((len(rows) - 1, f, predictor.decode(f.read_bytes())))
         except (OSError, ValueError) as exc:
-            rows.append(Row(str(f), error=str(exc) or type(exc).__name__))
+            rows[-1] = [Row(str(f), error=str(exc) or type(exc).__name__)]
         if len(pending) >= batch_size:
             flush()
         if progress:
             progress(1)
     flush()
-    return rows
+    return [row for file_rows in rows for row in file_rows]
 
 
 def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int, batch_size: int) -> list[Row]:

@@ -1,0 +1,100 @@
+"""Batch inference on a real Dask cluster (a scheduler and two worker processes on loopback):
+the same rows, in the same order, as one process; unreadable files reported in their rows;
+both workers take chunks; a scheduler that is not there is one clear error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clip_har.export.onnx_export import export_untrained
+from clip_har.serving.batch import collect, predict_files
+from clip_har.serving.distributed import predict_distributed
+from clip_har.serving.predictor import Predictor
+
+pytestmark = pytest.mark.integration
+DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"], [sys.executable, "-m", "distributed.cli.dask_worker"]
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for proc in reversed(procs):  # workers before the scheduler
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]) -> Iterator[str]:
+    """tcp://127.0.0.1:<port> with two single-threaded worker processes."""
+    from distributed import Client
+
+    tmp = tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    scheduler_cmd, worker_cmd = DASK
+    procs: list[subprocess.Popen] = []
+
+    def start(cmd: list[str], name: str) -> None:
+        log = open(tmp / f"{name}.log", "w")  # the child owns it
+        procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    try:
+        host, port = address.removeprefix("tcp://").split(":")
+        start([*scheduler_cmd, "--host", host, "--port", port, "--no-dashboard"], "scheduler")
+        for i in range(2):
+            worker = [*worker_cmd, address, "--nthreads", "1", "--no-dashboard", "--host", host, "--name", f"w{i}"]
+            start(worker, f"w{i}")
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        _stop(procs)
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny_data_master: Path, tmp_path_factory: pytest.TempPathFactory, write_video) -> list[Path]:
+    """Images, a video, an undecodable file and one that does not exist, interleaved."""
+    tmp = tmp_path_factory.mktemp("inputs")
+    images = sorted((tiny_data_master / "images").rglob("*.jpg"))[:40]
+    video = write_video(tmp / "clip.mp4", [Image.open(p).convert("RGB") for p in images[:4]], fps=2)
+    (tmp / "broken.jpg").write_bytes(b"not an image")
+    return [*images[:10], video, tmp / "broken.jpg", *images[10:25], tmp / "missing.png", *images[25:]]
+
+
+def test_two_workers_give_the_rows_of_one_process(cluster: str, inputs: list[Path], tmp_path: Path) -> None:
+    from distributed import Client
+
+    onnx = export_untrained(tmp_path / "onnx", 0)
+    local = predict_files(Predictor(onnx), collect(inputs), 8, 3, 1.0)
+    done: list[int] = []
+    files = collect(inputs)
+    rows = predict_distributed(cluster, onnx, files, 8, 3, 1.0, chunk_files=7, threads=1, progress=done.append)
+    assert sum(done) == len(inputs)
+    assert [(r.path, r.frame_s, r.label) for r in rows] == [(r.path, r.frame_s, r.label) for r in local]
+    assert all(abs(a.score - b.score) < 1e-5 for a, b in zip(rows, local, strict=True) if a.score is not None)
+    errors = {Path(r.path).name: r.error for r in rows if r.error}
+    assert set(errors) == {"broken.jpg", "missing.png"} and "No such file" in errors["missing.png"]
+    assert sum(1 for r in rows if r.frame_s is not None) >= 2  # the video's frames, each a row
+    with Client(cluster, timeout=30) as client:  # both workers loaded the model: both took chunks
+        from clip_har.serving import distributed
+
+        loaded = client.run(lambda: len(distributed._models))
+    assert sorted(loaded.values()) == [1, 1]
+
+
+def test_no_scheduler_is_one_clear_error(tmp_path: Path, free_port: Callable[[], int]) -> None:
+    address = f"tcp://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectionError, match=f"no Dask scheduler at {address}"):
+        predict_distributed(address, tmp_path, [], 8, 3, 1.0, connect_timeout_s=2)
