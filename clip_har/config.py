@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clip_har.classes import DEFAULT_TEMPLATES, HAR_CLASSES, phrase_for
 from clip_har.settings import load_settings
@@ -79,7 +79,10 @@ class TrainConfig(_Strict):
     precision: str = "32-true"
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     accelerator: str = "auto"
-    devices: int = 1
+    devices: int = 1  # processes (GPUs) per node
+    # Hosts: each runs `torchrun --nnodes N --nproc-per-node <devices> … -m clip_har.train.launch`
+    # (README, "Running beyond one machine"); Lightning reads the ranks torchrun sets.
+    num_nodes: int = Field(default=1, ge=1)
     num_workers: int = 0
     cache_images: bool = True  # decode the dataset once into memory (small datasets)
     early_stopping_patience: int = 3

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -51,7 +52,7 @@ def make_strategy(cfg: PipelineConfig):  # a Lightning strategy or its name
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         return ModelParallelStrategy(
-            data_parallel_size=t.devices, tensor_parallel_size=1, save_distributed_checkpoint=False
+            data_parallel_size=t.devices * t.num_nodes, tensor_parallel_size=1, save_distributed_checkpoint=False
         )
     return "auto"
 
@@ -92,7 +93,13 @@ def train(
     sha = git_sha()
     module = HARModule(model, len(cfg.data.classes), t.lr, t.head_lr, t.weight_decay, t.label_smoothing)
     tags = {"data_version": data_version, "git_sha": sha, "profile": cfg.profile}
-    logger = MLFlowLogger(experiment_name=cfg.registry.experiment, tracking_uri=tracking_uri, tags=tags, run_id=run_id)
+    # Only rank 0 talks to MLflow: under torchrun every rank of every node starts at once, and a
+    # client in each would race to create (migrate) a SQLite tracking store
+    logger = (
+        MLFlowLogger(experiment_name=cfg.registry.experiment, tracking_uri=tracking_uri, tags=tags, run_id=run_id)
+        if rank_zero_only.rank == 0
+        else False
+    )
     run_dir = RunDir(Path(out_dir))
     ckpt_dir = run_dir.checkpoints
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max")
@@ -103,6 +110,7 @@ def train(
         max_epochs=t.max_epochs,
         accelerator=_accelerator(cfg),
         devices=t.devices,
+        num_nodes=t.num_nodes,
         strategy=make_strategy(cfg),
         precision=t.precision,  # type: ignore[arg-type]
         logger=logger,
