@@ -157,7 +157,7 @@ def champion_bento(state: StateDir, name: str) -> ServedChampion:
     none_yet = LookupError("no champion yet: run `make demo` first")
     # No registry yet: never open a client, which would create the database (racing an MLflow
     # server that is creating it at the same moment, as `clip-har up` starts one).
-    if not state.mlflow_db.is_file():
+    if not state.has_registry:
         raise none_yet
     c = client(state.mlflow_uri)
     version = champion_version(c, name)

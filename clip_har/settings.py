@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,7 +48,9 @@ TELEMETRY_OFF = {
 
 Backend = Literal["onnx", "onnx-int8", "pytorch"]
 # settings whose values no message, log or file may show
-SECRETS = frozenset({"admin_token", "prefect_auth"})
+SECRETS = frozenset({"admin_token", "prefect_auth", "db_url"})
+# DVC remotes by URL scheme; each but a folder needs its plugin (dvc-s3, dvc-ssh, ...)
+DVC_SCHEMES = frozenset({"s3", "gs", "azure", "ssh", "hdfs", "webhdfs", "http", "https", "webdav", "webdavs", "oss"})
 
 
 class SettingsError(ValueError):
@@ -106,6 +109,24 @@ class Settings(BaseSettings):
     reports_dir: str = ""
     # an event-triggered training run stands down if another one started this recently
     retrain_cooldown_s: float = Field(1800.0, ge=0)
+    # Beyond one machine (README, "Running beyond one machine"). The Prefect server's and MLflow's
+    # databases: SQLite files under the state dir (embedded, the default), or PostgreSQL: `postgres`
+    # is a local cluster under <state>/postgres that `up` starts; `db_url` names a server instead
+    # (whatever `db` says). Either way the databases are `prefect` and `mlflow`, created if missing.
+    db: Literal["sqlite", "postgres"] = "sqlite"
+    # postgresql://user:password@host:5432: no database, no options (TLS: PGSSLMODE & co). A secret.
+    db_url: SecretStr = SecretStr("")
+    pg_bin: str = ""  # the local cluster's PostgreSQL programs (initdb, pg_ctl); default: found
+    pg_port: int = Field(0, ge=0, le=65535)  # the local cluster's loopback port; 0: a free one, chosen once
+    # An MLflow tracking server elsewhere (http://host:5000): everything logs to it and fetches
+    # models through it over HTTP (proxied artifacts, no shared disk) and `up` starts no MLflow.
+    # With PostgreSQL and no such server, clients use the one `up` starts.
+    mlflow_server: str = ""
+    # the data registry's DVC remote: a folder (default <state>/dvc-remote) or a URL such as
+    # s3://bucket/path (plugin dvc-s3) or ssh://host/path (dvc-ssh); credentials stay in DVC's config
+    dvc_remote: str = ""
+    # A Dask scheduler (tcp://host:8786) whose workers share batch inference out; empty: one process
+    dask_address: str = ""
 
     @field_validator("prefect_auth")
     @classmethod
@@ -113,6 +134,62 @@ class Settings(BaseSettings):
         user, colon, password = value.get_secret_value().partition(":")
         if value.get_secret_value() and not (user and colon and password):
             raise ValueError("must be user:password")  # never the value: it is a secret
+        return value
+
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_server_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            return value
+        # every message names the rule, never the value: it holds a password
+        try:
+            url = urlsplit(value.get_secret_value())
+            url.port  # noqa: B018 (a malformed port raises here)
+        except ValueError:
+            raise ValueError("not a URL: postgresql://user:password@host:5432") from None
+        if url.scheme.split("+")[0] not in ("postgresql", "postgres") or not url.hostname:
+            raise ValueError("must be postgresql://user:password@host:5432")
+        if url.path.strip("/") or url.fragment:
+            raise ValueError("must name a server, not a database (clip-har uses the databases prefect and mlflow)")
+        if url.query:
+            # the two drivers disagree on URL options (psycopg: sslmode=, asyncpg: ssl=)
+            raise ValueError("no options in the URL: set PGSSLMODE, PGSSLROOTCERT, ... (both drivers read them)")
+        return value
+
+    @field_validator("mlflow_server")
+    @classmethod
+    def _http_server(cls, value: str) -> str:
+        if not value:
+            return value
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise ValueError("must be an MLflow tracking server's address, http(s)://host:port")
+        if url.username or url.password:
+            # an address ends up in logs and run metadata; MLflow reads credentials from its own variables
+            raise ValueError("no credentials in the address: use MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD")
+        return value.rstrip("/")
+
+    @field_validator("dask_address")
+    @classmethod
+    def _dask_scheduler(cls, value: str) -> str:
+        if value and (urlsplit(value).scheme not in ("tcp", "tls") or not urlsplit(value).hostname):
+            raise ValueError("must be a Dask scheduler's address, tcp://host:8786 (or tls://)")
+        return value
+
+    @field_validator("dvc_remote")
+    @classmethod
+    def _dvc_remote(cls, value: str) -> str:
+        if "://" not in value:
+            return value  # a folder (a shared mount, say)
+        url = urlsplit(value)
+        if url.scheme not in DVC_SCHEMES:
+            raise ValueError(
+                f"DVC has no remote of type {url.scheme!r}: a folder or one of {', '.join(sorted(DVC_SCHEMES))}"
+            )
+        if url.password:
+            raise ValueError(
+                "no password in the URL: set it with `dvc remote modify --local` or the plugin's own credentials"
+            )
         return value
 
     @field_validator("stack_names")
@@ -131,8 +208,14 @@ class Settings(BaseSettings):
         def folder(value: str) -> Path | None:
             return Path(value).resolve() if value and value != "off" else None
 
+        remote = self.dvc_remote if "://" in self.dvc_remote else folder(self.dvc_remote)
         return StateDir(
-            self.home.resolve(), folder(self.prediction_log), folder(self.review_dir), folder(self.reports_dir)
+            self.home.resolve(),
+            folder(self.prediction_log),
+            folder(self.review_dir),
+            folder(self.reports_dir),
+            self.tracking_server,
+            str(remote) if remote else None,
         )
 
     def check_exposure(self, host: str | None = None) -> None:
@@ -202,7 +285,22 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_url(self) -> str:
+        """Where processes on this machine reach `up`'s MLflow."""
         return f"http://{client_host(self.stack_host)}:{self.mlflow_port}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        return self.db == "postgres" or bool(self.db_url.get_secret_value())
+
+    @property
+    def tracking_server(self) -> str | None:
+        """The MLflow server every client logs to and fetches models through over HTTP: the
+        given one, else `up`'s when it runs on PostgreSQL (clients never open that database
+        themselves: artifacts would then be paths on whichever disk wrote them); None: the
+        SQLite file and artifact folders of the state dir (the default)."""
+        if self.mlflow_server:
+            return self.mlflow_server
+        return self.mlflow_url if self.uses_postgres else None
 
 
 def is_loopback(host: str) -> bool:
@@ -256,10 +354,29 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "*"
-        value = "<hidden>" if field in SECRETS else repr(first.get("input"))
-        # a secret's input (in any of the errors) would show in the chained error's text
-        secret = any(e["loc"] and str(e["loc"][0]) in SECRETS for e in exc.errors())
+        value = "<hidden>" if field in SECRETS else repr(redact_url(first.get("input")))
+        # a secret's input (in any of the errors), or a password in a URL, would show in the
+        # chained error's text
+        secret = any(
+            (e["loc"] and str(e["loc"][0]) in SECRETS) or redact_url(e.get("input")) != e.get("input")
+            for e in exc.errors()
+        )
         raise SettingsError(f"{env_name(field)}={value}: {first['msg']}") from (None if secret else exc)
+
+
+def redact_url(value: object) -> object:
+    """`value` with the password of a URL in it masked; anything else as it is."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    try:
+        url = urlsplit(value)
+        password = url.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    user = url.username or ""
+    return url._replace(netloc=url.netloc.replace(f"{user}:{password}@", f"{user}:***@", 1)).geturl()
 
 
 @dataclass(frozen=True)
@@ -270,6 +387,8 @@ class StateDir:
     predictions_dir: Path | None = None  # CLIP_HAR_PREDICTION_LOG
     review_dir: Path | None = None  # CLIP_HAR_REVIEW_DIR
     reports_dir: Path | None = None  # CLIP_HAR_REPORTS_DIR
+    mlflow_server: str | None = None  # Settings.tracking_server: MLflow over HTTP instead of SQLite
+    dvc_remote_url: str | None = None  # CLIP_HAR_DVC_REMOTE: a URL or an absolute folder
 
     @classmethod
     def from_env(cls) -> StateDir:
@@ -289,11 +408,29 @@ class StateDir:
 
     @property
     def mlflow_uri(self) -> str:
-        return f"sqlite:///{self.mlflow_db}"
+        """The tracking (and registry) URI of every MLflow client."""
+        return self.mlflow_server or f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def has_registry(self) -> bool:
+        """Whether there is a tracking store to ask. A SQLite client would create the file: code
+        that only looks (status, champion lookups) asks this first."""
+        return self.mlflow_server is not None or self.mlflow_db.is_file()
 
     @property
     def mlflow_artifacts(self) -> Path:
+        """Artifacts of runs tracked in the SQLite file (a server keeps its own)."""
         return self.root / "mlflow" / "artifacts"
+
+    @property
+    def mlflow_served_artifacts(self) -> Path:
+        """Where `up`'s MLflow server on PostgreSQL stores the artifacts it proxies."""
+        return self.root / "mlflow-artifacts"
+
+    @property
+    def postgres(self) -> Path:
+        """The local PostgreSQL cluster (CLIP_HAR_DB=postgres): data, sockets, log, port."""
+        return self.root / "postgres"
 
     @property
     def data_registry(self) -> Path:
@@ -301,8 +438,9 @@ class StateDir:
         return self.root / "data-registry"
 
     @property
-    def dvc_remote(self) -> Path:
-        return self.root / "dvc-remote"
+    def dvc_remote(self) -> str:
+        """The data registry's DVC remote: a URL, or a folder (absolute)."""
+        return self.dvc_remote_url or str(self.root / "dvc-remote")
 
     @property
     def cache(self) -> Path:
@@ -352,6 +490,7 @@ class StateDir:
             "prediction_log": self.predictions_dir,
             "review_dir": self.review_dir,
             "reports_dir": self.reports_dir,
+            "dvc_remote": self.dvc_remote_url,
         }
         return {
             env_name("home"): str(self.root),

@@ -1,22 +1,60 @@
-"""MLflow helpers: explicit URIs (never the cwd's ./mlruns) and run lineage values."""
+"""MLflow helpers: explicit URIs (never the cwd's ./mlruns) and run lineage values.
+
+A tracking URI is the SQLite file of the state dir (the default) or a tracking server's
+http(s) address (StateDir.mlflow_uri); through a server, runs and models travel over HTTP.
+"""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
 
+import httpx
 from mlflow.tracking import MlflowClient
+
+from clip_har.settings import env_name
+
+_answered: set[str] = set()  # servers this process has reached
+
+
+class TrackingServerDown(ConnectionError):
+    """No MLflow server answers at the tracking URI; the message is one line."""
+
+
+def is_server(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("http://", "https://"))
 
 
 def client(tracking_uri: str) -> MlflowClient:
+    if is_server(tracking_uri):
+        check_server(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def check_server(url: str, timeout: float = 10.0) -> None:
+    """TrackingServerDown unless the server at `url` answers (once per process): MLflow's own
+    client retries a refused connection for minutes before it says anything."""
+    if url in _answered:
+        return
+    try:
+        httpx.get(f"{url}/health", timeout=timeout)  # any answer will do: a proxy may want a login
+    except httpx.HTTPError as exc:
+        raise TrackingServerDown(
+            f"no MLflow server answers at {url} ({type(exc).__name__}): start the stack (`clip-har up`) "
+            f"or check {env_name('mlflow_server')}"
+        ) from None
+    _answered.add(url)
+
+
 def ensure_experiment(c: MlflowClient, name: str, artifact_root: Path) -> str:
-    """The experiment id, creating it with an explicit artifact location if needed."""
+    """The experiment id, creating it if needed: with `artifact_root` as its artifact location in
+    the SQLite store; through a server, with the server's own (proxied, `mlflow-artifacts:`), as a
+    local folder would be on one machine's disk only."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
+    if is_server(c.tracking_uri):
+        return c.create_experiment(name)
     artifact_root.mkdir(parents=True, exist_ok=True)
     return c.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
 

@@ -254,7 +254,6 @@ def serve(
     """Serve the champion's Bento model over HTTP (BentoML, ONNX Runtime)."""
     import os
 
-    from clip_har.registry import champion_bento
     from clip_har.settings import child_env, env_name
 
     state, settings = _state(), _settings()
@@ -263,8 +262,10 @@ def serve(
         settings.check_exposure(host)
     except SettingsError as exc:
         fail(str(exc), 2)
+    from deployments.bento_pack import served_champion  # BentoML, with BENTOML_HOME set by _state()
+
     try:
-        champion = champion_bento(state, settings.model_name)
+        champion = served_champion(state, settings.model_name)
     except LookupError as exc:
         fail(str(exc))
     env = child_env({env_name("model"): champion.bento_model, env_name("backend"): champion.backend})
@@ -370,7 +371,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Machine-readabl
     from clip_har.tracking import client
 
     state = _state()
-    info = champion_status(client(state.mlflow_uri), _settings().model_name) if state.mlflow_db.is_file() else None
+    info = champion_status(client(state.mlflow_uri), _settings().model_name) if state.has_registry else None
     if as_json:
         typer.echo(json.dumps(info or {"champion": None, "state_dir": str(state.root)}, indent=2, default=str))
         return

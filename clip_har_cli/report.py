@@ -31,7 +31,10 @@ def print_summary(result: dict, state: StateDir) -> None:
         echo("stage times:   " + ", ".join(f"{name} {sec:.1f}s" for name, sec in times))
     echo("where to look:")
     settings = load_settings()
-    echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port {settings.mlflow_port}")
+    if state.mlflow_uri.startswith(("http://", "https://")):  # a tracking server: its UI is its address
+        echo(f"  MLflow UI:   {state.mlflow_uri}")
+    else:
+        echo(f"  MLflow UI:   .venv/bin/mlflow ui --backend-store-uri {state.mlflow_uri} --port {settings.mlflow_port}")
     echo(
         f"  Prefect UI:  PREFECT_HOME={state.prefect_home} .venv/bin/prefect server start --host 127.0.0.1"
         f" --port {settings.prefect_port}   (or `make up`)"

@@ -1,8 +1,13 @@
-"""`clip-har up` / `clip-har down`: the local stack — Prefect server (SQLite, UI), a process
-worker with every deployment from prefect.yaml, the BentoML service for the champion, and the
-MLflow UI. Loopback unless configured otherwise: the Prefect server and MLflow bind the
-`stack_host` setting, the service the `host` setting. Beyond loopback the Prefect server asks
-for basic auth (`prefect_auth`) and MLflow takes only the Host headers it was told about.
+"""`clip-har up` / `clip-har down`: the local stack — Prefect server (UI), a process worker with
+every deployment from prefect.yaml, the BentoML service for the champion, and MLflow. Loopback
+unless configured otherwise: the Prefect server and MLflow bind the `stack_host` setting, the
+service the `host` setting. Beyond loopback the Prefect server asks for basic auth
+(`prefect_auth`) and MLflow takes only the Host headers it was told about.
+
+Databases: SQLite under the state dir (the MLflow UI reads the file clients write), or
+PostgreSQL (`db`, `db_url`; clip_har.postgres), where a local cluster starts first and stops
+last, and MLflow runs as a tracking server with proxied artifacts that every client reaches over
+HTTP. With `mlflow_server` set, MLflow is elsewhere and `up` starts none.
 Logs and PIDs live under <state>/stack; running either twice is harmless."""
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from clip_har import postgres
+from clip_har.postgres import Server
 from clip_har.settings import (
     WORK_POOL,
     Settings,
@@ -32,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 STOP_ORDER = ("service", "worker", "mlflow", "prefect")  # served processes before the server
 # What carries the Prefect server's auth string: only Prefect clients (and the server) get these.
 PREFECT_SECRETS = frozenset({"PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING", env_name("prefect_auth")})
+# A given database server's URL (a password): no process gets it; the Prefect and MLflow servers
+# get their own database's URL from it.
+DB_SECRETS = frozenset({env_name("db_url")})
 
 
 def _pidfile(state: StateDir, name: str) -> Path:
@@ -95,8 +105,9 @@ def prefect_client_env(state: StateDir, settings: Settings) -> dict[str, str]:
     return {"PREFECT_API_URL": url, **prefect_auth_env(settings)} if url else {}
 
 
-def prefect_server(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """The command of `up`'s Prefect server and what it adds to the environment."""
+def prefect_server(settings: Settings, db: Server | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command of `up`'s Prefect server and what it adds to the environment; its database
+    is on `db`, else the SQLite file under PREFECT_HOME."""
     port = str(settings.prefect_port)
     # The UI calls the API at PREFECT_UI_API_URL, which otherwise defaults to port 4200 whatever
     # port the server listens on ("Can't connect to Server API"); a browser on another machine
@@ -107,33 +118,77 @@ def prefect_server(settings: Settings) -> tuple[list[str], dict[str, str]]:
     env = {"PREFECT_UI_API_URL": ui_api, "PREFECT_SERVER_API_PORT": port}
     if secret := settings.prefect_auth.get_secret_value():
         env["PREFECT_SERVER_API_AUTH_STRING"] = secret  # every request but /api/health needs it
+    if db is not None:  # the server runs Prefect's migrations on it at start
+        env.update(db.env, PREFECT_SERVER_DATABASE_CONNECTION_URL=db.prefect_url)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", settings.stack_host, "--port", port]
     return cmd, env
 
 
 def mlflow_command(settings: Settings, state: StateDir) -> list[str]:
-    """`up`'s MLflow UI. Beyond loopback, MLflow's default Host allow-list (loopback and every
+    """`up`'s MLflow UI on the SQLite file that clients write themselves (the default)."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.mlflow_uri]
+    return cmd + _mlflow_listen(settings)
+
+
+def mlflow_server(settings: Settings, state: StateDir, db: Server) -> tuple[list[str], dict[str, str]]:
+    """`up`'s MLflow tracking server on PostgreSQL and what it adds to the environment. Artifacts
+    are proxied: clients upload and download them over HTTP (`mlflow-artifacts:` URIs) and the
+    server keeps them under <state>/mlflow-artifacts, so workers and services on other hosts need
+    no shared disk. The store URI travels in the environment: `ps` shows command lines to anyone."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--serve-artifacts"]
+    cmd += ["--artifacts-destination", str(state.mlflow_served_artifacts), *_mlflow_listen(settings)]
+    env = {
+        **db.env,
+        "MLFLOW_BACKEND_STORE_URI": db.mlflow_url,
+        # MLflow 3's GenAI job runner: seven more processes that nothing here uses
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+    return cmd, env
+
+
+def _mlflow_listen(settings: Settings) -> list[str]:
+    """Where MLflow listens. Beyond loopback, MLflow's default Host allow-list (loopback and every
     private address) is replaced by loopback and the stack's names, so a DNS-rebound web page is
     refused; browsers on those names' origins may change state (MLflow admits loopback ones)."""
     port = settings.mlflow_port
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", state.mlflow_uri]
-    cmd += ["--host", settings.stack_host, "--port", str(port)]
+    args = ["--host", settings.stack_host, "--port", str(port)]
     if settings.stack_exposed:
         names = [url_host(n) for n in settings.public_names]
         hosts = [f"{n}:{port}" for n in ("localhost", "127.0.0.1", "[::1]", *names)]
         origins = [f"http://{n}:{port}" for n in names]
-        cmd += ["--allowed-hosts", ",".join(hosts), "--cors-allowed-origins", ",".join(origins)]
-    return cmd
+        args += ["--allowed-hosts", ",".join(hosts), "--cors-allowed-origins", ",".join(origins)]
+    return args
 
 
-def _start_prefect(settings: Settings, state: StateDir, clients: dict[str, str]) -> None:
+def start_prefect_server(settings: Settings, state: StateDir, db: Server | None = None) -> int:
+    """`up`'s Prefect server (on `db` when given), healthy; its PID."""
+    server_cmd, server_env = prefect_server(settings, db)
+    pid = _start(state, "prefect", server_cmd, _child_env(server_env))
+    # first start on PostgreSQL: ~20 s of migrations on 2 cores
+    if not wait_http(f"{settings.prefect_api}/health", 180, alive=lambda: running(state, "prefect") is not None):
+        raise RuntimeError(f"Prefect server did not start; see {log_path(state, 'prefect')}")
+    return pid
+
+
+def start_mlflow_server(settings: Settings, state: StateDir, db: Server, env: dict[str, str]) -> int:
+    """`up`'s MLflow tracking server on `db` (environment `env` plus its own), healthy; its PID."""
+    cmd, extra = mlflow_server(settings, state, db)
+    pid = _start(state, "mlflow", cmd, {**env, **extra})
+    if not wait_http(f"{settings.mlflow_url}/health", 180, alive=lambda: running(state, "mlflow") is not None):
+        raise RuntimeError(f"MLflow server did not start; see {log_path(state, 'mlflow')}")
+    return pid
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """child_env without the database server's URL (see DB_SECRETS)."""
+    return {k: v for k, v in child_env(extra).items() if k not in DB_SECRETS}
+
+
+def _start_prefect(settings: Settings, state: StateDir, clients: dict[str, str], db: Server | None) -> None:
     """The server, then the work pool and prefect.yaml's deployments, then the worker; `clients`
     is the environment of the Prefect clients."""
     py = sys.executable
-    server_cmd, server_env = prefect_server(settings)
-    _start(state, "prefect", server_cmd, child_env(server_env))
-    if not wait_http(f"{settings.prefect_api}/health"):
-        raise RuntimeError(f"Prefect server did not start; see {log_path(state, 'prefect')}")
+    start_prefect_server(settings, state, db)
     subprocess.run(
         [py, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
         env=clients,
@@ -156,26 +211,27 @@ def up(echo=print) -> dict[str, str]:
     except ValueError as exc:
         raise RuntimeError(str(exc)) from exc
     state = settings.state
+    if settings.mlflow_server:  # elsewhere: it must answer before anything starts here
+        from clip_har.tracking import TrackingServerDown, check_server
+
+        try:
+            check_server(settings.mlflow_server)
+        except TrackingServerDown as exc:
+            raise RuntimeError(str(exc)) from None
+    db = postgres.ensure(settings)  # first: both servers keep their data there (PostgresError: one line)
+    if db is not None:
+        echo(f"databases {postgres.PREFECT_DB} and {postgres.MLFLOW_DB} on PostgreSQL {db}")
     auth = prefect_auth_env(settings)
     state.apply_env(extra=auth)  # `loop-demo` calls the API from this process once `up` returns
     api = settings.prefect_api
     # The Prefect clients: the worker (and the flows it runs, which inherit its environment)
-    # reach the server and the service (service-reload) through these.
-    env = child_env({"PREFECT_API_URL": api, **auth, env_name("service_url"): settings.service})
+    # reach the server, the service (service-reload) and MLflow's server, if any, through these.
+    tracking = {env_name("mlflow_server"): settings.tracking_server} if settings.tracking_server else {}
+    env = _child_env({"PREFECT_API_URL": api, **auth, env_name("service_url"): settings.service, **tracking})
     not_prefect = {k: v for k, v in env.items() if k not in PREFECT_SECRETS}  # MLflow, the service
-    _start_prefect(settings, state, env)
-    from clip_har.registry import champion_bento  # MLflow: only here, not for every `api_url()`
-
-    try:
-        # before MLflow starts: on a fresh state dir both would create its database at once
-        # (alembic fails in one of them)
-        champion_bento(state, settings.model_name)
-        has_champion = True
-    except LookupError as exc:
-        has_champion = False
-        echo(f"no packaged champion yet ({exc}); the service starts with the next `make up` after `make demo`")
-    _start(state, "mlflow", mlflow_command(settings, state), not_prefect)
-    urls = {"prefect": settings.prefect_url, "mlflow": settings.mlflow_url}
+    _start_prefect(settings, state, env, db)
+    has_champion = _start_mlflow(settings, state, not_prefect, db, echo)
+    urls = {"prefect": settings.prefect_url, "mlflow": settings.tracking_server or settings.mlflow_url}
     if settings.stack_exposed:
         echo(f"Prefect (basic auth) and MLflow listen on {settings.stack_host} for {', '.join(settings.public_names)}")
     if has_champion:
@@ -186,6 +242,34 @@ def up(echo=print) -> dict[str, str]:
             echo(f"the service is not ready yet; see {log_path(state, 'service')}")
     (state.stack / "env").write_text(f"export PREFECT_API_URL={api}\n")
     return urls
+
+
+def _start_mlflow(
+    settings: Settings, state: StateDir, env: dict[str, str], db: Server | None, echo: Callable[[str], object]
+) -> bool:
+    """MLflow as configured: elsewhere, a tracking server on PostgreSQL, or the UI on the SQLite
+    file; whether a packaged champion is there to serve."""
+    if settings.mlflow_server:
+        return _has_champion(settings, state, echo)
+    if db is not None:
+        start_mlflow_server(settings, state, db, env)
+        return _has_champion(settings, state, echo)  # through the server, which is up now
+    # SQLite: look before MLflow starts, or on a fresh state dir both would create its database
+    # at once (alembic fails in one of them)
+    found = _has_champion(settings, state, echo)
+    _start(state, "mlflow", mlflow_command(settings, state), env)
+    return found
+
+
+def _has_champion(settings: Settings, state: StateDir, echo: Callable[[str], object]) -> bool:
+    from clip_har.registry import champion_bento  # MLflow: only here, not for every `api_url()`
+
+    try:
+        champion_bento(state, settings.model_name)
+    except LookupError as exc:
+        echo(f"no packaged champion yet ({exc}); the service starts with the next `make up` after `make demo`")
+        return False
+    return True
 
 
 def api_url(state: StateDir) -> str | None:
@@ -210,7 +294,8 @@ def _group_alive(pgid: int) -> bool:
 
 
 def down(echo=print) -> list[str]:
-    state = load_settings().state
+    settings = load_settings()
+    state = settings.state
     stopped = []
     for name in STOP_ORDER:
         pid = running(state, name)
@@ -228,4 +313,8 @@ def down(echo=print) -> list[str]:
         _pidfile(state, name).unlink(missing_ok=True)
         stopped.append(name)
         echo(f"stopped {name} (pid {pid})")
+    # the local cluster last, whatever the settings say now: its clients are gone
+    if pid := postgres.cluster(settings).stop():
+        stopped.append("postgres")
+        echo(f"stopped postgres (pid {pid})")
     return stopped

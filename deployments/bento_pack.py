@@ -12,7 +12,9 @@ from pathlib import Path
 import bentoml
 import yaml
 
-from clip_har.settings import load_settings
+from clip_har.registry import ServedChampion, champion_bento, champion_model_dir, champion_onnx
+from clip_har.settings import StateDir, load_settings
+from clip_har.tracking import client
 
 DEPLOYMENTS = Path(__file__).resolve().parent
 PROJECT = DEPLOYMENTS.parent
@@ -22,8 +24,8 @@ def save_to_store(
     onnx_dir: Path, lineage: dict[str, str], name: str | None = None, model_dir: Path | None = None
 ) -> str:
     """Copy the exported model (ONNX graphs + metadata) into the BentoML model store under `name`
-    (default: the `model_name` setting), and the PyTorch artifact beside it when given (the
-    `pytorch` serving backend)."""
+    (default: the `model_name` setting; a `name:version` tag keeps that version), and the
+    PyTorch artifact beside it when given (the `pytorch` serving backend)."""
     from clip_har.export.onnx_export import OnnxMeta
     from clip_har.serving.predictor import TORCH_DIR
 
@@ -37,6 +39,25 @@ def save_to_store(
         if model_dir is not None:
             shutil.copytree(model_dir, Path(model.path) / TORCH_DIR)
     return str(model.tag)
+
+
+def served_champion(state: StateDir, name: str) -> ServedChampion:
+    """The champion, in this host's BentoML model store. A host that did not package it (no
+    shared disk: another machine ran the pipeline) fetches its export through the registry,
+    which an MLflow tracking server serves over HTTP, and stores it under the same tag."""
+    champion = champion_bento(state, name)
+    try:
+        bentoml.models.get(champion.bento_model)
+        return champion
+    except bentoml.exceptions.NotFound:
+        pass
+    c = client(state.mlflow_uri)
+    version, onnx_dir = champion_onnx(c, name, state.cache / "serving")
+    model_dir = champion_model_dir(c, name, state.cache / "champion")[1] if champion.backend == "pytorch" else None
+    tags = c.get_model_version(name, version).tags
+    lineage = {k.removeprefix("lineage."): v for k, v in tags.items() if k.startswith("lineage.")}
+    save_to_store(onnx_dir, {**lineage, "registry_version": version}, champion.bento_model, model_dir)
+    return champion
 
 
 def build_bento(model_tag: str) -> str:

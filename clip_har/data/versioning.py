@@ -39,15 +39,25 @@ def _git(repo: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
-def init_registry(repo: Path, remote: Path) -> Path:
-    """Create the registry repo (idempotent): git, DVC, a default remote, telemetry off."""
+def init_registry(repo: Path, remote: str | Path) -> Path:
+    """Create the registry repo (idempotent): git, DVC, a default remote, telemetry off. `remote`
+    is a folder or a URL (s3://... needs the dvc-s3 plugin, ssh://... dvc-ssh); it is written to
+    .dvc/config.local on every call (machine-specific, never committed), so a changed
+    CLIP_HAR_DVC_REMOTE takes effect on the next run."""
+    repo = Path(repo)
+    if "://" not in str(remote):
+        remote = Path(remote).resolve()
+        remote.mkdir(parents=True, exist_ok=True)
+    if not ((repo / ".dvc").is_dir() and (repo / ".git").is_dir()):
+        _create_registry(repo, remote)
+    (repo / ".dvc" / "config.local").write_text(f"['remote \"local\"']\n    url = {remote}\n")
+    return repo
+
+
+def _create_registry(repo: Path, remote: str | Path) -> None:
     from dvc.repo import Repo
 
-    repo, remote = Path(repo), Path(remote)
-    if (repo / ".dvc").is_dir() and (repo / ".git").is_dir():
-        return repo
     repo.mkdir(parents=True, exist_ok=True)
-    remote.mkdir(parents=True, exist_ok=True)
     if not (repo / ".git").is_dir():
         _git(repo, "init", "-q", "-b", "main")
     with redirect_stdout(io.StringIO()):  # DVC prints git hints meant for humans at a shell
@@ -55,12 +65,11 @@ def init_registry(repo: Path, remote: Path) -> Path:
     with (repo / ".dvc" / "config").open("w") as f:
         f.write(
             "[core]\n    remote = local\n    analytics = false\n    check_update = false\n    autostage = true\n"
-            f"['remote \"local\"']\n    url = {remote.resolve()}\n"
+            f"['remote \"local\"']\n    url = {remote}\n"
         )
     (repo / "datasets").mkdir(exist_ok=True)
     _git(repo, "add", ".dvc", ".dvcignore")
     _git(repo, "commit", "-q", "-m", "data registry")
-    return repo
 
 
 def dataset_dir(repo: Path, name: str) -> Path:

@@ -57,7 +57,7 @@ def champion_on_split(state: StateDir, model_name: str, root: Path, classes: Seq
     """The current champion re-scored on this run's test split. The test split grows with
     ingested data (new conditions such as night photos), so the champion's stored score from its
     own run would compare the challenger against an easier exam. None: no comparable champion."""
-    if not state.mlflow_db.is_file():
+    if not state.has_registry:
         return None
     try:
         _, model_dir = champion_model_dir(client(state.mlflow_uri), model_name, state.cache / "champion")
