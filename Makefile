@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: install demo test test-fast serve up down loop-demo bench lint format status clean-state
+.PHONY: install demo test test-fast serve up down loop-demo bench lint format status clean-state images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,17 @@ bench: install
 	$(BIN)/python bench/synth.py
 	$(BIN)/python bench/serving.py --model demo
 	$(BIN)/python bench/serving.py --model ViT-B-32 --requests 300
+
+# Container images for Kubernetes (deployments/k8s): the pipeline image (Prefect server and worker,
+# flow runs, MLflow) and the service (the champion's Bento, `bentoml containerize`; `make demo` first).
+IMAGE_TAG ?= latest
+CONTAINER_ENGINE ?= $(shell for e in docker podman; do $$e info >/dev/null 2>&1 && echo $$e && break; done)
+images: install
+	@if [ -z "$(CONTAINER_ENGINE)" ]; then echo "make images: no container engine running (docker or podman)" >&2; exit 1; fi
+	@bento=$$($(BIN)/clip-har status --json | $(BIN)/python -c 'import json, sys; b = (json.load(sys.stdin).get("lineage") or {}).get("bento"); print(b) if b else sys.exit("make images: no packaged champion; run make demo")') && set -x \
+		&& $(CONTAINER_ENGINE) build -f deployments/docker/worker.Dockerfile -t clip-har-worker:$(IMAGE_TAG) \
+			$(if $(filter podman,$(CONTAINER_ENGINE)),--ignorefile deployments/docker/worker.Dockerfile.dockerignore) . \
+		&& $(BIN)/bentoml containerize "$$bento" --backend $(CONTAINER_ENGINE) -t clip-har-service:$(IMAGE_TAG)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
