@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -108,3 +109,19 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def reachable(tmp_path: Path) -> Iterator[None]:
+    """As root, a PostgreSQL cluster under tmp_path runs as `postgres`, which must traverse
+    tmp_path's parents (pytest makes its base folder 0700); restored afterwards."""
+    changed = []
+    if os.geteuid() == 0:
+        for folder in [tmp_path, *tmp_path.parents]:
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                folder.chmod(mode | stat.S_IXOTH)
+                changed.append((folder, mode))
+    yield
+    for folder, mode in changed:
+        folder.chmod(stat.S_IMODE(mode))

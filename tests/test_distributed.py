@@ -1,4 +1,4 @@
-"""Batch inference on a real Dask cluster (a scheduler and two worker processes on loopback):
+"""Batch inference on a real Dask cluster (a scheduler and two worker processes on two hosts):
 the same rows, in the same order, as one process; unreadable files reported in their rows;
 both workers take chunks; a scheduler that is not there is one clear error."""
 
@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
+import netns
 import pytest
 from PIL import Image
 
@@ -37,11 +39,12 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]) -> Iterator[str]:
-    """tcp://127.0.0.1:<port> with two single-threaded worker processes."""
+    """tcp://<scheduler>:<port> with two single-threaded worker processes: the scheduler and one
+    worker on one host, the other worker on a second host (network namespaces; both on loopback
+    where namespaces cannot be made)."""
     from distributed import Client
 
     tmp = tmp_path_factory.mktemp("dask")
-    address = f"tcp://127.0.0.1:{free_port()}"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     scheduler_cmd, worker_cmd = DASK
     procs: list[subprocess.Popen] = []
@@ -50,17 +53,26 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], in
         log = open(tmp / f"{name}.log", "w")  # the child owns it
         procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
 
-    try:
-        host, port = address.removeprefix("tcp://").split(":")
-        start([*scheduler_cmd, "--host", host, "--port", port, "--no-dashboard"], "scheduler")
-        for i in range(2):
-            worker = [*worker_cmd, address, "--nthreads", "1", "--no-dashboard", "--host", host, "--name", f"w{i}"]
-            start(worker, f"w{i}")
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-        yield address
-    finally:
-        _stop(procs)
+    with ExitStack() as stack:
+        if netns.unavailable():
+            hosts = [None, None]
+            addresses = ["127.0.0.1", "127.0.0.1"]
+        else:
+            hosts = list(stack.enter_context(netns.hosts(2)).hosts)
+            addresses = [h.address for h in hosts]
+        run = [lambda cmd, h=h: h.command(cmd) if h else cmd for h in hosts]
+        port = free_port()
+        address = f"tcp://{addresses[0]}:{port}"
+        try:
+            start(run[0]([*scheduler_cmd, "--host", addresses[0], "--port", str(port), "--no-dashboard"]), "scheduler")
+            for i in range(2):
+                worker = [*worker_cmd, address, "--nthreads", "1", "--no-dashboard", "--host", addresses[i]]
+                start(run[i]([*worker, "--name", f"w{i}"]), f"w{i}")
+            with Client(address, timeout=60) as client:
+                client.wait_for_workers(2, timeout=120)
+            yield address
+        finally:
+            _stop(procs)
 
 
 @pytest.fixture(scope="module")

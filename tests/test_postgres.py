@@ -5,13 +5,11 @@ cluster (clip_har.postgres) with the servers `clip-har up` starts on it."""
 
 from __future__ import annotations
 
-import os
-import stat
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -149,22 +147,6 @@ def _programs_or_skip() -> Path:
         return postgres.find_programs()
     except postgres.PostgresError as exc:
         pytest.skip(f"PostgreSQL is not installed: {exc}")
-
-
-@pytest.fixture
-def reachable(tmp_path: Path) -> Iterator[None]:
-    """As root, the cluster runs as `postgres`, which must traverse tmp_path's parents (pytest
-    makes its base folder 0700); restored afterwards."""
-    changed = []
-    if os.geteuid() == 0:
-        for folder in [tmp_path, *tmp_path.parents]:
-            mode = folder.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                folder.chmod(mode | stat.S_IXOTH)
-                changed.append((folder, mode))
-    yield
-    for folder, mode in changed:
-        folder.chmod(stat.S_IMODE(mode))
 
 
 FLOW = """

@@ -1,0 +1,191 @@
+"""Beyond one machine, end to end, on this machine: PostgreSQL started for real; the Prefect
+server and the MLflow tracking server on it, listening on a bridge; two Prefect workers on two
+other hosts (network namespaces, each with a state dir of its own: no shared disk) polling one
+work pool; the training pipeline run twice at once: one run trains the tiny model to a
+promotion, the other is cancelled by the one-run-at-a-time rule; a service on a third host
+fetches the new champion through the MLflow server and answers."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import netns
+import pytest
+from PIL import Image
+
+from clip_har import postgres
+from clip_har.settings import TELEMETRY_OFF, WORK_POOL, load_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+AUTH = "clip:scale-out-pw"
+TOKEN = "scale-out-token"
+
+
+@contextmanager
+def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=f, stderr=f, start_new_session=True)
+    try:
+        yield proc
+    finally:  # the whole group: a worker's flow runs, the service's workers
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+
+
+def _flow_runs(api: dict[str, str], ids: list[str]) -> dict[str, str]:
+    """Each flow run's state type, read from the server as any client does."""
+    code = (
+        "import json, sys; from prefect.client.orchestration import get_client\n"
+        "with get_client(sync_client=True) as c:\n"
+        "    print(json.dumps({i: c.read_flow_run(i).state_type.value for i in sys.argv[1:]}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *ids], env=api, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (96, 96), (200, 120, 40)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_stack_workers_and_service_on_separate_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free_port: Callable[[], int], reachable: None
+) -> None:
+    from clip_har.registry import champion_bento, champion_version
+    from clip_har.tracking import client
+    from clip_har_cli import stack
+
+    if reason := netns.unavailable():
+        pytest.skip(reason)
+    try:
+        postgres.find_programs()
+    except postgres.PostgresError as exc:
+        pytest.skip(f"PostgreSQL is not installed: {exc}")
+    started = time.monotonic()
+    with netns.hosts(3) as net:
+        gw = net.gateway
+        ports = {"prefect": free_port(), "mlflow": free_port(), "service": free_port()}
+        # the stack's host (this namespace): PostgreSQL on loopback, the servers on the bridge
+        for var, value in {
+            "CLIP_HAR_HOME": str(tmp_path / "stack"),
+            "CLIP_HAR_DB": "postgres",
+            "CLIP_HAR_STACK_HOST": gw,
+            "CLIP_HAR_PREFECT_AUTH": AUTH,
+            "CLIP_HAR_PREFECT_PORT": str(ports["prefect"]),
+            "CLIP_HAR_MLFLOW_PORT": str(ports["mlflow"]),
+            "PREFECT_HOME": str(tmp_path / "stack" / "prefect"),
+        }.items():
+            monkeypatch.setenv(var, value)
+        monkeypatch.delenv("PREFECT_API_URL", raising=False)
+        settings = load_settings()
+        state = settings.state
+        api = {
+            **stack._child_env(TELEMETRY_OFF),
+            "PREFECT_API_URL": settings.prefect_api,
+            "PREFECT_API_AUTH_STRING": AUTH,
+        }
+        try:
+            db = postgres.ensure(settings)
+            stack.start_prefect_server(settings, state, db)
+            stack.start_mlflow_server(settings, state, db, stack._child_env(TELEMETRY_OFF))
+            # the work pool and prefect.yaml's deployments, as `up` makes them
+            subprocess.run(
+                [sys.executable, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
+                env=api,
+                cwd=ROOT,
+                capture_output=True,
+                timeout=120,
+            )
+            deploy = subprocess.run(
+                [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+                env=api,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
+
+            def host_env(i: int, **extra: str) -> dict[str, str]:
+                """A host of its own: its state dir, the servers by address, nothing else shared."""
+                home = tmp_path / f"host{i}"
+                local = ("CLIP_HAR_", "PREFECT_HOME", "MLFLOW_TRACKING")  # the stack host's own
+                env = {k: v for k, v in api.items() if not k.startswith(local)}
+                return {
+                    **env,
+                    "CLIP_HAR_HOME": str(home),
+                    "PREFECT_HOME": str(home / "prefect"),
+                    "BENTOML_HOME": str(home / "bentoml"),
+                    "CLIP_HAR_MLFLOW_SERVER": settings.mlflow_url,
+                    "CLIP_HAR_DVC_REMOTE": str(tmp_path / "dvc-remote"),  # stands in for s3://
+                    "CLIP_HAR_PROFILE": "tiny",
+                    "OMP_NUM_THREADS": "1",
+                    **extra,
+                }
+
+            worker = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--limit", "1"]
+            with (
+                _process(net.hosts[0].command(worker), host_env(0), tmp_path / "worker0.log"),
+                _process(net.hosts[1].command(worker), host_env(1), tmp_path / "worker1.log"),
+            ):
+                runs = []
+                for _ in range(2):  # at once: the deployment's concurrency limit lets one train
+                    out = subprocess.run(
+                        [sys.executable, "-m", "prefect", "deployment", "run", "training-pipeline/training-pipeline"],
+                        env=api,
+                        cwd=ROOT,
+                        capture_output=True,
+                        text=True,
+                        timeout=120,
+                    )
+                    assert out.returncode == 0, out.stderr[-2000:]
+                    runs.append(next(w for line in out.stdout.splitlines() for w in line.split() if w.count("-") == 4))
+                deadline = time.monotonic() + 900
+                final = {"COMPLETED", "CANCELLED", "FAILED", "CRASHED"}
+                states = _flow_runs(api, runs)
+                while not set(states.values()) <= final and time.monotonic() < deadline:
+                    time.sleep(5)
+                    states = _flow_runs(api, runs)
+                logs = "".join((tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2))
+                assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], (states, logs)
+
+            # promoted, as the registry on PostgreSQL says through the MLflow server
+            c = client(settings.mlflow_url)
+            assert champion_version(c, settings.model_name) == "1"
+            champion = champion_bento(state, settings.model_name)
+            # the service's host has never seen the model: it comes through the MLflow server
+            service = net.hosts[2]
+            serve = [sys.executable, "-m", "clip_har_cli.main", "serve", "--host", service.address]
+            serve += ["--port", str(ports["service"])]
+            env = host_env(2, CLIP_HAR_ADMIN_TOKEN=TOKEN)
+            with _process(service.command(serve), env, tmp_path / "service.log") as proc:
+                url = f"http://{service.address}:{ports['service']}"
+                assert stack.wait_http(f"{url}/readyz", 240, alive=lambda: proc.poll() is None), (
+                    tmp_path / "service.log"
+                ).read_text()[-3000:]
+                r = httpx.post(f"{url}/predict", files=[("images", ("a.jpg", _jpeg()))], timeout=60)
+                assert r.status_code == 200, r.text
+                assert r.json()["model_version"] == champion.bento_model
+            assert not (tmp_path / "host2" / "mlflow").exists()  # no local tracking store on that host
+        finally:
+            stack.down(print)
+    print(f"scale-out test: {time.monotonic() - started:.0f} s")
