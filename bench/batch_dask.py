@@ -4,7 +4,7 @@ Same model (the demo architecture, 64 px), same synthetic images, same rows (che
 Dask worker is one process with one thread and ONNX Runtime on one thread, so the workers are
 the unit of scale; the in-process figures are given with one thread and with ORT's default.
 
-Run: .venv/bin/python bench/batch_dask.py [--images 600] [--chunk 64]
+Run: .venv/bin/python bench/batch_dask.py [--images 600] [--chunk 64] [--size 512]
 Writes bench/results/batch_dask.json and prints a table.
 """
 
@@ -86,10 +86,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", type=int, default=600)
     ap.add_argument("--chunk", type=int, default=64, help="files per Dask task")
+    # photo-sized inputs: decoding is most of the work per image, as with real photos
+    ap.add_argument("--size", type=int, default=512, help="stored image side in pixels")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-dask-") as tmp_name:
         tmp = Path(tmp_name)
-        data = synthesize(tmp / "data", SynthSpec(n=args.images, seed=1, size=128))
+        data = synthesize(tmp / "data", SynthSpec(n=args.images, seed=1, size=args.size))
         files = collect([data / "images"])
         onnx = export_untrained(tmp / "onnx", 0, overrides=("model.preset=demo",))
         runs: dict[str, dict] = {}
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "model": "demo architecture (64 px), untrained weights",
         "images": len(files),
-        "image_size": 128,
+        "image_size": args.size,
+        "load_1min_at_end": round(os.getloadavg()[0], 2),
         "chunk_files": args.chunk,
         "batch_size": BATCH_SIZE,
         "runs": runs,

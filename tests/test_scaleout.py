@@ -2,12 +2,15 @@
 server and the MLflow tracking server on it, listening on a bridge; two Prefect workers on two
 other hosts (network namespaces, each with a state dir of its own: no shared disk) polling one
 work pool; the training pipeline run twice at once: one run trains the tiny model to a
-promotion, the other is cancelled by the one-run-at-a-time rule; a service on a third host
+promotion, the other is cancelled by the one-run-at-a-time rule; two new-data events from a
+worker's host start two runs through the server's automation, of which one trains and the other
+stands down; a service on a third host
 fetches the new champion through the MLflow server and answers."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +26,7 @@ import pytest
 from PIL import Image
 
 from clip_har import postgres
-from clip_har.settings import TELEMETRY_OFF, WORK_POOL, load_settings
+from clip_har.settings import DATA_EVENT, DATA_RESOURCE, TELEMETRY_OFF, WORK_POOL, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,18 +50,36 @@ def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
                 proc.wait(timeout=30)
 
 
-def _flow_runs(api: dict[str, str], ids: list[str]) -> dict[str, str]:
-    """Each flow run's state type, read from the server as any client does."""
-    code = (
-        "import json, sys; from prefect.client.orchestration import get_client\n"
-        "with get_client(sync_client=True) as c:\n"
-        "    print(json.dumps({i: c.read_flow_run(i).state_type.value for i in sys.argv[1:]}))"
+def _flow_runs(api: dict[str, str], ids: list[str], reason: str = "") -> dict[str, str]:
+    """State types of the flow runs `ids`, or of every training run whose `reason` parameter
+    starts with `reason`, read from the server as any client does."""
+    out = subprocess.run(
+        [sys.executable, "-c", READ_RUNS, reason, *ids], env=api, capture_output=True, text=True, timeout=60
     )
-    out = subprocess.run([sys.executable, "-c", code, *ids], env=api, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
-    import json
-
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+READ_RUNS = """
+import json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+reason, ids = sys.argv[1], sys.argv[2:]
+with get_client(sync_client=True) as c:
+    if ids:
+        runs = [c.read_flow_run(i) for i in ids]
+    else:
+        flows = FlowFilter(name=FlowFilterName(any_=["training-pipeline"]))
+        runs = c.read_flow_runs(flow_filter=flows)
+        runs = [r for r in runs if str(r.parameters.get("reason", "")).startswith(reason)]
+    print(json.dumps({str(r.id): r.state_type.value for r in runs}))
+"""
+EMIT = """
+import sys
+from prefect.events import emit_event
+for i in range(2):
+    emit_event(event=sys.argv[1], resource={"prefect.resource.id": sys.argv[2]}, payload={"data_version": f"tiny-v{i}"})
+"""
 
 
 def _jpeg() -> bytes:
@@ -168,9 +189,28 @@ def test_stack_workers_and_service_on_separate_hosts(
                 logs = "".join((tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2))
                 assert sorted(states.values()) == ["CANCELLED", "COMPLETED"], (states, logs)
 
+                # two new-data events from a worker's host: the automation starts a run for each,
+                # the workers take them, and one trains while the other stands down
+                emit = subprocess.run(
+                    net.hosts[0].command([sys.executable, "-c", EMIT, DATA_EVENT, f"{DATA_RESOURCE}.tiny"]),
+                    env=host_env(0),
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                assert emit.returncode == 0, emit.stderr[-2000:]
+                triggered: dict[str, str] = {}
+                while time.monotonic() < deadline:
+                    triggered = {k: v for k, v in _flow_runs(api, [], "new data").items() if k not in runs}
+                    if len(triggered) == 2 and set(triggered.values()) <= final:
+                        break
+                    time.sleep(5)
+                assert sorted(triggered.values()) == ["CANCELLED", "COMPLETED"], triggered
+
             # promoted, as the registry on PostgreSQL says through the MLflow server
             c = client(settings.mlflow_url)
-            assert champion_version(c, settings.model_name) == "1"
+            assert champion_version(c, settings.model_name) in {"1", "2"}  # the event-triggered run may promote too
             champion = champion_bento(state, settings.model_name)
             # the service's host has never seen the model: it comes through the MLflow server
             service = net.hosts[2]
