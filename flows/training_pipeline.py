@@ -13,7 +13,7 @@ from tasks.config import resolve_config, start_run
 from tasks.data import prepare_data, validate_data, version_data
 from tasks.export import export, package, record_lineage
 from tasks.guard import recent_training
-from tasks.model import base_weights, evaluate, train
+from tasks.model import base_weights, evaluate, publish_links, train
 from tasks.registry import announce_promotion, gate, register
 
 
@@ -45,6 +45,7 @@ def training_pipeline(
     base = base_weights(cfg, state)
     trained = train(cfg, state, data, version, base, run_dir)
     ev = evaluate(cfg, state, name, trained, data, base, run_dir)
+    mlflow_run = publish_links(state, trained)
     exported = export(cfg, data, run_dir) if cfg.export.enabled else None
     decision = gate(cfg, state, name, ev, exported)
     reg, decision = register(cfg, state, name, trained, decision, version, gx_result, run_dir, ev, data, exported)
@@ -60,6 +61,7 @@ def training_pipeline(
         "reason": reason,
         "run_dir": str(run_dir.root),
         "flow_run_id": flow_run.id,
+        "mlflow_run_url": mlflow_run,
     }
 
 

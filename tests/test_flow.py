@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prefect.client.orchestration import get_client
 
 from clip_har.registry import champion_version
 from clip_har.settings import StateDir
@@ -53,6 +54,13 @@ def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_di
     assert lineage["registry_version"] == "1" and len(lineage["onnx_sha256"]) == 64
     assert lineage["bento"].startswith("clip-har:") and lineage["bento_model"].startswith("clip-har:")
     assert {r["name"] for r in first["gate"]["rules"]} >= {"export_parity", "latency_budget"}
+    # the flow run's page links to the MLflow run and shows its confusion matrix
+    run_id = c.get_model_version("clip-har", "1").run_id
+    assert first["mlflow_run_url"].endswith(f"/runs/{run_id}")
+    with get_client(sync_client=True) as pc:
+        artifacts = {a.key: a for a in pc.read_artifacts() if str(a.flow_run_id) == str(first["flow_run_id"])}
+    assert artifacts["mlflow-run"].data.endswith(f"({first['mlflow_run_url']})")  # a link: [text](url)
+    assert f"run_uuid={run_id}" in artifacts["where-to-look"].data and "no check yet" in artifacts["where-to-look"].data
     # An impossible margin: the second run must be rejected and the champion must stay.
     second = training_pipeline(profile="tiny", overrides=[*FAST, "gate.min_improvement=2.0"], reason="test")
     assert not second["registration"]["promoted"] and second["registration"]["version"] == "2"
