@@ -135,7 +135,8 @@ class Cluster:
             pid = int((self.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _alive(pid) else None
+        # a postmaster.pid left by a crash or reboot may name a PID reused by anything since
+        return pid if process_alive(pid) and _is_postgres(pid) else None
 
     def server(self) -> Server:
         port = self.port_file.read_text().strip() if self.port_file.is_file() else self.port
@@ -165,9 +166,9 @@ class Cluster:
         except PostgresError:
             os.kill(pid, signal.SIGINT)  # what pg_ctl's fast mode sends
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGQUIT)  # immediate shutdown: crash recovery at the next start
         return pid
 
@@ -320,7 +321,17 @@ def _write_private(path: Path, text: str, owner: pwd.struct_passwd | None = None
         os.chown(path, owner.pw_uid, owner.pw_gid)
 
 
-def _alive(pid: int) -> bool:
+def _is_postgres(pid: int) -> bool:
+    """Whether `pid` runs a PostgreSQL server program (where /proc tells; elsewhere assumed)."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return True
+    return name in ("postgres", "postmaster")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited and not reaped yet, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,15 +121,33 @@ def _champion_artifact(c: MlflowClient, name: str, dest: Path, artifact: str, ma
     version = champion_version(c, name)
     if version is None:
         raise LookupError(f"no champion for model {name!r}: run the training pipeline first")
+    return version, version_artifact(c, name, version, dest, artifact, marker)
+
+
+def version_artifact(c: MlflowClient, name: str, version: str, dest: Path, artifact: str, marker: str) -> Path:
+    """One artifact folder of a registered version, downloaded once into `dest`/<name>-v<version>.
+    Downloaded beside and renamed into place: an interrupted download is never taken for one,
+    and two processes fetching at once both end with the whole folder."""
     target = Path(dest) / f"{name}-v{version}"
     if not (target / artifact / marker).is_file():
         run_id = c.get_model_version(name, version).run_id
         target.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=f".{artifact}.", dir=target))
         try:
-            c.download_artifacts(run_id, artifact, str(target))
+            c.download_artifacts(run_id, artifact, str(part))
+            if not (part / artifact / marker).is_file():
+                raise LookupError(f"version {version} of {name!r} has no {artifact}/{marker} (run {run_id})")
+            if (target / artifact).exists() and not (target / artifact / marker).is_file():
+                shutil.rmtree(target / artifact, ignore_errors=True)  # a partial download of an older version
+            try:
+                (part / artifact).rename(target / artifact)
+            except OSError:  # another process put it there first
+                pass
         except MlflowException as exc:
-            raise LookupError(f"champion v{version} has no {artifact!r} artifact (run {run_id})") from exc
-    return version, target / artifact
+            raise LookupError(f"version {version} of {name!r} has no {artifact!r} artifact (run {run_id})") from exc
+        finally:
+            shutil.rmtree(part, ignore_errors=True)
+    return target / artifact
 
 
 def champion_onnx(c: MlflowClient, name: str, dest: Path) -> tuple[str, Path]:

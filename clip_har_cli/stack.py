@@ -58,10 +58,9 @@ def running(state: StateDir, name: str) -> int | None:
     if not path.is_file():
         return None
     pid = int(path.read_text())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        path.unlink()
+    # `up` never reaps its children: a server that crashed at start is a zombie, which kill(0) would call alive
+    if not postgres.process_alive(pid):
+        path.unlink(missing_ok=True)
         return None
     return pid
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import bentoml
 import yaml
 
-from clip_har.registry import ServedChampion, champion_bento, champion_model_dir, champion_onnx
+from clip_har.registry import ServedChampion, champion_bento, version_artifact
 from clip_har.settings import StateDir, load_settings
 from clip_har.tracking import client
 
@@ -51,12 +51,25 @@ def served_champion(state: StateDir, name: str) -> ServedChampion:
         return champion
     except bentoml.exceptions.NotFound:
         pass
-    c = client(state.mlflow_uri)
-    version, onnx_dir = champion_onnx(c, name, state.cache / "serving")
-    model_dir = champion_model_dir(c, name, state.cache / "champion")[1] if champion.backend == "pytorch" else None
+    from clip_har.export.onnx_export import ONNX_META
+    from clip_har.models.artifact import META
+    from clip_har.pipeline.rundir import MODEL, ONNX
+
+    # by the version champion_bento named: a promotion in between must not put another
+    # version's weights under this version's tag
+    c, version = client(state.mlflow_uri), champion.version
+    onnx_dir = version_artifact(c, name, version, state.cache / "serving", ONNX, ONNX_META)
+    pytorch = champion.backend == "pytorch"
+    model_dir = version_artifact(c, name, version, state.cache / "champion", MODEL, META) if pytorch else None
     tags = c.get_model_version(name, version).tags
     lineage = {k.removeprefix("lineage."): v for k, v in tags.items() if k.startswith("lineage.")}
-    save_to_store(onnx_dir, {**lineage, "registry_version": version}, champion.bento_model, model_dir)
+    try:
+        save_to_store(onnx_dir, {**lineage, "registry_version": version}, champion.bento_model, model_dir)
+    except bentoml.exceptions.BentoMLException as exc:
+        try:
+            bentoml.models.get(champion.bento_model)  # another process stored it first
+        except bentoml.exceptions.NotFound:
+            raise exc from None
     return champion
 
 

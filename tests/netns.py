@@ -6,6 +6,7 @@ from every host. Traffic never leaves this machine. Needs root and `ip` (iproute
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -42,16 +43,29 @@ class Hosts:
     hosts: tuple[Host, ...]
 
 
+def _free_subnet() -> str:
+    """A random 10.x.y.0/24 that no interface of this machine uses yet (concurrent test runs,
+    container networks)."""
+    used = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    for _ in range(50):
+        net = f"10.{secrets.choice(range(100, 200))}.{secrets.randbelow(256)}"
+        if f" {net}." not in used:
+            return net
+    raise RuntimeError("no free 10.x.y.0/24 for test hosts")
+
+
 @contextmanager
 def hosts(count: int) -> Iterator[Hosts]:
-    """`count` hosts on 10.<a>.<b>.0/24 (chosen from this process id, so concurrent test runs do
-    not collide), removed again on exit."""
-    tag = f"ch{os.getpid() % 100000}"
-    net = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"
+    """`count` hosts on a free private /24 under names of their own (random, so concurrent test
+    runs do not collide); everything made here is removed again on exit, and nothing else."""
+    tag = f"ch{secrets.token_hex(3)}"
+    net = _free_subnet()
     bridge = f"{tag}br"
     made: list[str] = []
+    bridged = False
     try:
         _ip("link", "add", bridge, "type", "bridge")
+        bridged = True
         _ip("addr", "add", f"{net}.1/24", "dev", bridge)
         _ip("link", "set", bridge, "up")
         out = []
@@ -72,4 +86,5 @@ def hosts(count: int) -> Iterator[Hosts]:
     finally:
         for ns in made:  # deleting a namespace deletes its veth end, and so the pair
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        if bridged:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True)

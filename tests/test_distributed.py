@@ -110,3 +110,16 @@ def test_no_scheduler_is_one_clear_error(tmp_path: Path, free_port: Callable[[],
     address = f"tcp://127.0.0.1:{free_port()}"
     with pytest.raises(ConnectionError, match=f"no Dask scheduler at {address}"):
         predict_distributed(address, tmp_path, [], 8, 3, 1.0, connect_timeout_s=2)
+
+
+def test_two_models_and_repeated_files_on_one_cluster(cluster: str, inputs: list[Path], tmp_path: Path) -> None:
+    """A second run with another model is computed by that model (not the first one's files left
+    on the cluster), and a file listed twice, so that two chunks are identical, gives its rows twice."""
+    images = [p for p in inputs if p.suffix == ".jpg" and p.exists()][:4]
+    for seed in (0, 1):
+        onnx = export_untrained(tmp_path / f"onnx{seed}", seed)
+        local = predict_files(Predictor(onnx), images * 2, 8, 3, 1.0)
+        rows = predict_distributed(cluster, onnx, images * 2, 8, 3, 1.0, chunk_files=4, threads=1)
+        assert len(rows) == len(local) == 8
+        assert [r.path for r in rows] == [r.path for r in local]
+        assert all(abs(a.score - b.score) < 1e-5 for a, b in zip(rows, local, strict=True)), seed

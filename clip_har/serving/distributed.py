@@ -6,8 +6,9 @@ Why Dask: a scheduler and workers are two commands on any host with this package
 SLURM (dask-jobqueue) unchanged, and prefect-dask speaks to the same cluster; Ray would bring a
 second runtime of its own for what is here a map over chunks.
 
-Nothing needs a shared disk: the model's files travel to each worker once (broadcast, cached
-there by content digest) and each chunk's file bytes travel with it. The rows come back in input
+Nothing needs a shared disk: the model's files travel to the workers (scattered under a key of
+their content, so two runs with two models on one cluster never mix them up; each worker writes
+and loads a model once, cached by digest) and each chunk's file bytes travel with it. The rows come back in input
 order, a file that cannot be read or decoded is a row with its error, as in one process.
 """
 
@@ -25,6 +26,7 @@ from clip_har.serving.batch import Row, predict_files
 
 CHUNK_FILES = 64  # files per task: enough to fill a batch several times, small enough to spread
 CONNECT_TIMEOUT_S = 30
+WORKERS_TIMEOUT_S = 60  # a scheduler with no workers would otherwise queue the chunks forever
 
 
 def model_files(onnx_dir: Path) -> dict[str, bytes]:
@@ -42,16 +44,29 @@ def _digest(files: dict[str, bytes]) -> str:
 
 _models: dict[tuple[str, int], object] = {}  # (digest, threads) → Predictor, per worker process
 _models_lock = threading.Lock()
+KEEP_MODELS = 2  # per worker process: the models of the runs in flight, not every model ever sent
 
 
-def _predictor(files: dict[str, bytes], threads: int):
+def _local_dir() -> Path:
+    """The Dask worker's own scratch folder (cleaned with the worker), else the temp folder."""
+    try:
+        from distributed import get_worker
+
+        return Path(get_worker().local_directory)
+    except (ImportError, ValueError):  # not inside a worker (a direct call)
+        return Path(tempfile.gettempdir())
+
+
+def _predictor(files: dict[str, bytes], digest: str, threads: int):
     """The model on this worker, written to local disk and loaded once per worker process."""
     from clip_har.serving.predictor import Predictor
 
-    key = (_digest(files), threads)
+    key = (digest, threads)
     with _models_lock:
         if key not in _models:
-            root = Path(tempfile.gettempdir()) / f"clip-har-model-{key[0]}"
+            if _digest(files) != digest:  # once per model and process: what arrived is what was sent
+                raise ValueError(f"model files do not match their digest {digest}")
+            root = _local_dir() / f"clip-har-model-{digest}"
             if not root.is_dir():
                 part = Path(tempfile.mkdtemp(prefix=root.name + "."))
                 for name, data in files.items():
@@ -62,11 +77,14 @@ def _predictor(files: dict[str, bytes], threads: int):
                 except OSError:
                     shutil.rmtree(part, ignore_errors=True)  # another process got there first
             _models[key] = Predictor(root, threads=threads)
+            while len(_models) > KEEP_MODELS:
+                _models.pop(next(iter(_models)))
         return _models[key]
 
 
 def predict_chunk(
     model: dict[str, bytes],
+    digest: str,
     chunk: list[tuple[str, bytes | str]],
     batch_size: int,
     top_k: int,
@@ -74,7 +92,7 @@ def predict_chunk(
     threads: int = 0,
 ) -> list[Row]:
     """On a worker: (original path, its bytes, or the error reading it) → rows, in order."""
-    predictor = _predictor(model, threads)
+    predictor = _predictor(model, digest, threads)
     rows: dict[int, list[Row]] = {}
     with tempfile.TemporaryDirectory(prefix="clip-har-chunk-") as tmp:
         local: dict[str, int] = {}  # where a file was written here → its place in the chunk
@@ -116,7 +134,10 @@ def predict_distributed(
     """Rows for `files`, in order, computed by the Dask cluster at `address` (tcp://host:8786).
     At most two chunks per worker thread are in flight, so the client's memory holds a few chunks'
     bytes, not the whole input. `threads`: ONNX Runtime threads per worker task (0: its default)."""
-    from distributed import Client, as_completed
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:
+        raise RuntimeError("distributed batch inference needs Dask: pip install 'clip-har[scale]'") from exc
 
     if chunk_files < 1:
         raise ValueError("chunk_files must be at least 1")
@@ -127,14 +148,26 @@ def predict_distributed(
     except OSError as exc:
         raise ConnectionError(f"no Dask scheduler at {address}: {exc}") from exc
     with client:
-        model = client.scatter(model_files(onnx_dir), broadcast=True, hash=False)
+        try:
+            client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise ConnectionError(f"the Dask scheduler at {address} has no workers") from exc
+        files_of_model = model_files(onnx_dir)
+        digest = _digest(files_of_model)
+        # one object under a key of its content: a dict would be scattered under its own keys
+        # ("image.onnx", ...), which another run's model on the same cluster would share
+        (model,) = client.scatter([files_of_model], broadcast=True, hash=True)
         slots = max(2, 2 * sum(client.nthreads().values()))
         index: dict[str, int] = {}
         pending = as_completed()
         todo = iter(range(len(chunks)))
 
         def submit(i: int) -> None:
-            future = client.submit(predict_chunk, model, _read(chunks[i]), batch_size, top_k, video_fps, threads)
+            chunk = _read(chunks[i])
+            # pure=False: two identical chunks (a file listed twice) are two tasks, not one shared key
+            future = client.submit(
+                predict_chunk, model, digest, chunk, batch_size, top_k, video_fps, threads, pure=False
+            )
             index[future.key] = i
             pending.add(future)
 
@@ -150,4 +183,7 @@ def predict_distributed(
             nxt = next(todo, None)
             if nxt is not None:
                 submit(nxt)
+    missing = [i for i, part in enumerate(results) if part is None]
+    if missing:
+        raise RuntimeError(f"no rows came back for chunks {missing}")
     return [row for part in results for row in part or []]

@@ -80,7 +80,10 @@ class ModelSlot:
         keep: int = 3,
         warm: bool = True,
     ) -> None:
-        """`warm=False` for a process that never runs the image side (the service's entry)."""
+        """`warm=False` for a process that never runs the image side (the service's entry).
+        `keep` >= 2: the model being served and the one being switched to."""
+        if keep < 2:
+            raise ValueError("a model slot keeps at least 2 models (the served one and the next)")
         self._resolve, self._factory, self._find, self._keep, self._warm = resolve, factory, find, keep, warm
         self._models: OrderedDict[int, Loaded] = OrderedDict()
         self._current: Loaded | None = None
