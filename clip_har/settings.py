@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     # admission per HTTP worker: requests at work at once, and waiting behind them; the rest get
     # a 503 with Retry-After before their body is read (memory bounded whatever the load)
     max_inflight: PositiveInt = 16
+    max_explain: PositiveInt = 2  # POST /explain at work at once per HTTP worker (PyTorch in that process)
     max_queue: int = Field(64, ge=0)
     retry_after_s: PositiveInt = 2  # what a 503 tells callers to wait
     max_files: PositiveInt = 16  # images per request

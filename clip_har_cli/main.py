@@ -246,6 +246,59 @@ def predict(
     )
 
 
+def _model_dir(model: Path | None) -> tuple[str, Path]:
+    """(a name for it, the directory) of `--model`, else of the registered champion (its PyTorch
+    artifact, downloaded once into the state dir's cache, as `clip-har serve` fetches its export)."""
+    if model is not None:
+        if not model.is_dir():
+            fail(f"no such model directory: {model}", 2)
+        return str(model), model
+    from clip_har.registry import champion_model_dir
+    from clip_har.tracking import client
+
+    state, name = _state(), _settings().model_name
+    if not state.has_registry:
+        fail("no champion yet: run `make demo` first, or pass --model DIR")
+    try:
+        version, path = champion_model_dir(client(state.mlflow_uri), name, state.cache / "champion")
+    except LookupError as exc:
+        fail(str(exc))
+    return f"champion {name} v{version}", path
+
+
+@app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="An image file")],
+    label: Annotated[str | None, typer.Option(help="A class of the model (default: the predicted one)")] = None,
+    out: Annotated[Path, typer.Option(help="The heat map over the image, PNG")] = Path("overlay.png"),
+    grid_json: Annotated[Path | None, typer.Option("--json", help="Also write label, score and grid as JSON")] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="A model directory (PyTorch artifact); default: the registered champion")
+    ] = None,
+) -> None:
+    """Where the model looks: a heat map of the image regions that drive a label (Layer-CAM for
+    convolutional image towers, gradient-weighted attention rollout for ViTs)."""
+    if not image.is_file():
+        fail(f"no such file: {image}", 2)
+    if out.suffix.lower() != ".png":
+        fail("--out must end in .png", 2)
+    name, model_dir = _model_dir(model)
+    from clip_har.explain import Explainer
+
+    try:
+        explainer = Explainer.from_dir(model_dir)
+        found = explainer.explain_bytes(image.read_bytes(), label, _settings().max_pixels)
+    except (FileNotFoundError, ValueError) as exc:  # no PyTorch weights; undecodable, over a limit, unknown label
+        fail(str(exc), 2)
+    out.write_bytes(found.overlay_png)
+    if grid_json is not None:
+        grid_json.write_text(json.dumps({"model": name, **found.to_dict()}, indent=1))
+    typer.echo(
+        f"{found.label} {found.score:.3f} (predicted {found.predicted}) by {name}, {found.method} → {out}"
+        + (f", {grid_json}" if grid_json else "")
+    )
+
+
 @app.command()
 def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: CLIP_HAR_PORT, else 3000)")] = None,

@@ -6,8 +6,10 @@ the model from the BentoML store (CLIP_HAR_MODEL, default <model name>:latest), 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
+import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,12 +28,12 @@ from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.monitoring.review import ReviewQueue
 from clip_har.serving.admission import Admission
 from clip_har.serving.bodylimit import BodyLimit
-from clip_har.serving.errors import ErrorContract, error_message, publish_errors
+from clip_har.serving.errors import ErrorContract, error_message
 from clip_har.settings import is_loopback, load_settings
-from deployments import forms
+from deployments import apidoc, forms
 
 if TYPE_CHECKING:
-    from clip_har.serving.hotswap import Loaded
+    from clip_har.serving.hotswap import Loaded, ModelSlot
     from clip_har.serving.predictor import Predictor
 
 T = TypeVar("T")
@@ -41,6 +43,13 @@ MODEL_TAG = SETTINGS.serving_model
 MODEL_NAME = MODEL_TAG.split(":")[0]
 # /classify may send each label as its own part; no endpoint has more than 3 fields besides
 forms.install(max_files=SETTINGS.max_files, max_fields=SETTINGS.max_labels + 4)
+# Explanations run PyTorch forward and backward in the HTTP worker: a few at a time, in slots of
+# their own, so a burst of them never holds up /predict.
+MAX_EXPLAIN = SETTINGS.max_explain
+# With every slot busy they take at most half the cores (the batched worker keeps the rest): on
+# shared cores a 2-thread PyTorch op waits for its slowest thread, and single explanations of the
+# demo model went from a steady 19 ms to spikes of 700 ms
+EXPLAIN_THREADS = max(1, len(os.sched_getaffinity(0)) // (2 * MAX_EXPLAIN))
 
 
 def _resolve(tag: str) -> tuple[str, Path]:
@@ -144,7 +153,12 @@ class ClipHar:
     model = bentoml.depends(HarModel)
 
     def __init__(self) -> None:
+        import torch
+
+        from clip_har.explain import LatestExplainer
         from clip_har.monitoring.predlog import PredictionLog
+
+        torch.set_num_threads(EXPLAIN_THREADS)  # this process runs PyTorch for explanations only
 
         # Labels, preprocessing and the text tower of every model the batched worker answers with;
         # the image graph lives in the batched worker only
@@ -153,6 +167,8 @@ class ClipHar:
         self.log = PredictionLog(state.predictions) if SETTINGS.logs_predictions else NullLog()
         self.review = ReviewQueue(state.review) if SETTINGS.keeps_review_queue else None
         self._switching = asyncio.Lock()  # a reload, or following the batched worker, at a time
+        self._explainer = LatestExplainer()  # the served model's, built at its first /explain
+        _Served.slot = self.slot
 
     @bentoml.on_shutdown
     def _flush_log(self) -> None:
@@ -297,6 +313,32 @@ class ClipHar:
         segments = [asdict(s) for s in smooth_segments(times, probs, classes, fps)]
         return {"model_version": loaded.tag, "frames": per_frame, "segments": segments}
 
+    @bentoml.api(route="/explain")
+    async def explain(self, image: Path, label: str = "") -> dict:
+        """Heat map of the image regions that drive `label` (default: the predicted label): a grid
+        in [0, 1] over the centre square the model sees, and that square with the heat over it
+        (base64 PNG). Computed on the served model's PyTorch weights, in this process."""
+        size = Path(image).stat().st_size
+        if size == 0 or size > SETTINGS.max_file_mb * 1e6:
+            raise InvalidArgument(f"image must be 1 byte to {SETTINGS.max_file_mb} MB, got {size} bytes")
+        await self._follow()  # explain the model the batched worker serves, as /predict would answer
+        loaded = self.slot.current
+        try:
+            explainer = await asyncio.to_thread(self._explainer.get, loaded.tag, loaded.path)
+        except FileNotFoundError as exc:
+            raise BentoMLException(str(exc), error_code=HTTPStatus.CONFLICT) from exc
+        try:
+            data = Path(image).read_bytes()
+            found = await asyncio.to_thread(explainer.explain_bytes, data, label or None, SETTINGS.max_pixels)
+        except ValueError as exc:  # undecodable, over a limit, or an unknown label
+            raise InvalidArgument(str(exc)) from exc
+        return {
+            "model_version": loaded.tag,
+            "filename": upload_name(image),
+            **found.to_dict(),
+            "overlay_png": base64.b64encode(found.overlay_png).decode(),
+        }
+
     @bentoml.api(route="/admin/reload")
     async def reload(self, ctx: bentoml.Context, model: str = f"{MODEL_NAME}:latest") -> dict:
         """Switch to another model from the store (what `clip-har.model.promoted` triggers).
@@ -349,54 +391,25 @@ class ClipHar:
         }
 
 
-_INFERENCE = ("/predict", "/classify", "/predict_video")
-_REFUSALS = {  # what each route may answer besides 200, as documented in /docs.json
-    **{
-        path: {
-            400: "Bad input, named",
-            413: "Body over the route's limit",
-            415: "Not a multipart/form-data body",
-            503: "Busy: retry after Retry-After",
-        }
-        for path in _INFERENCE
-    },
-    "/admin/reload": {
-        400: "Malformed tag, or a model that does not run",
-        403: "Missing or wrong X-Admin-Token",
-        404: "No such model in the store",
-        415: "Not a JSON body",
-    },
-}
+_BATCHED = ("/predict", "/classify", "/predict_video")  # through the batched worker
+_INFERENCE = (*_BATCHED, "/explain")
+
+
+class _Served:
+    """The model slot of this process's service instance: the document is built by a middleware,
+    outside the instance, and publishes the served model's labels."""
+
+    slot: ModelSlot | None = None
 
 
 def _document(spec: dict) -> dict:
-    """The published OpenAPI document: our error shape and the limits the service enforces."""
-    for item in spec["paths"].values():
-        for content in item.get("post", {}).get("requestBody", {}).get("content", {}).values():
-            content["schema"]["additionalProperties"] = False  # forms.py refuses unknown fields
-    form = {path: spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"] for path in _INFERENCE}
-    fields = {path: form[path]["schema"]["properties"] for path in _INFERENCE}
-    for path in _INFERENCE:
-        spec["paths"][path]["post"]["requestBody"]["required"] = True
-    for path in ("/predict", "/classify"):
-        fields[path]["images"].update(minItems=1, maxItems=SETTINGS.max_files)
-        form[path].setdefault("encoding", {})["images"] = {"contentType": "image/*"}
-    form["/predict_video"].setdefault("encoding", {})["video"] = {"contentType": "video/*"}
-    fields["/classify"]["labels"].update(minItems=1, maxItems=SETTINGS.max_labels)
-    form["/classify"]["encoding"]["labels"] = {"contentType": "text/plain"}  # one part per label (or a JSON array)
-    fields["/classify"]["labels"]["items"].update(minLength=1, maxLength=SETTINGS.max_label_chars, pattern=r"\S")
-    fields["/predict"]["top_k"]["minimum"] = 1
-    fields["/predict_video"]["fps"].update(minimum=0, exclusiveMinimum=True, maximum=60)
-    # a JSON body, even `{}`; the model tag in BentoML's grammar (name[:version], each <= 63 characters)
-    reload = spec["paths"]["/admin/reload"]["post"]["requestBody"]
-    reload["required"] = True
-    part = "[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?"
-    reload["content"]["application/json"]["schema"]["properties"]["model"]["pattern"] = f"^{part}(?::{part})?$"
-    return publish_errors(spec, _REFUSALS)
+    """The published OpenAPI document: our description, error shape and limits."""
+    return apidoc.document(spec, SETTINGS, _INFERENCE, _Served.slot.current.classes if _Served.slot else [])
 
 
 # First added, outermost: every answer (the guards' below included) leaves in one error shape.
 ClipHar.add_asgi_middleware(ErrorContract, retry_after_s=SETTINGS.retry_after_s, document=_document)
+ClipHar.add_asgi_middleware(apidoc.IndexPage)  # our page at `/`, in place of BentoML's
 # Bodies over what a route can use are refused before BentoML reads them into memory and temp
 # files: images (plus 1 MB for the other fields), one video, 1 MB for anything else; and a
 # multipart body may hold at most the files and labels allowed plus a few fields.
@@ -407,17 +420,20 @@ ClipHar.add_asgi_middleware(
         "/predict": int(SETTINGS.max_files * SETTINGS.max_file_mb * _MB) + _MB,
         "/classify": int(SETTINGS.max_files * SETTINGS.max_file_mb * _MB) + _MB,
         "/predict_video": int(SETTINGS.max_video_mb * _MB) + _MB,
+        "/explain": int(SETTINGS.max_file_mb * _MB) + _MB,
     },
     default=_MB,
     max_parts=SETTINGS.max_files + SETTINGS.max_labels + 4,
 )
 # Inside the body limit (an oversized body is refused at once, busy or not): a bounded number of
-# inference requests at work per process, a bounded queue, a 503 for the rest.
-ClipHar.add_asgi_middleware(
-    Admission,
-    paths=_INFERENCE,
-    max_inflight=SETTINGS.max_inflight,
-    max_queue=SETTINGS.max_queue,
-    retry_after_s=SETTINGS.retry_after_s,
-    max_wait_s=SETTINGS.infer_timeout_s,  # a wait as long as an inference deadline is overload too
-)
+# inference requests at work per process, a bounded queue, a 503 for the rest. Explanations have
+# slots of their own: they never take one of /predict's.
+for paths, max_inflight in ((_BATCHED, SETTINGS.max_inflight), (("/explain",), MAX_EXPLAIN)):
+    ClipHar.add_asgi_middleware(
+        Admission,
+        paths=paths,
+        max_inflight=max_inflight,
+        max_queue=SETTINGS.max_queue,
+        retry_after_s=SETTINGS.retry_after_s,
+        max_wait_s=SETTINGS.infer_timeout_s,  # a wait as long as an inference deadline is overload too
+    )

@@ -451,3 +451,105 @@ def test_without_a_token_only_this_machine_may_reload(
         local = httpx.post(reload, json={"model": "clip-har:nope"}, timeout=60)
         assert local.status_code == 404 and "not in the BentoML model store" in local.text
         assert httpx.get(f"{srv.url}/model", timeout=10).json()["model_version"] == store.tags[0]
+
+
+# --- POST /explain and the API's own page -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explain_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A model store whose model (the demo architecture, untrained) carries its PyTorch weights."""
+    tmp = tmp_path_factory.mktemp("explain-store")
+    home = tmp / "bentoml"
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    onnx = export_untrained(tmp / "onnx", 3, overrides=("model.preset=demo",))
+    weights = onnx.with_name(onnx.name + "-torch")  # export_untrained's PyTorch artifact
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
+        "from deployments.bento_pack import save_to_store;"
+        f"print(save_to_store(Path({str(onnx)!r}), {{'data_version': 'demo-v1'}}, model_dir=Path({str(weights)!r})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    tag = out.stdout.strip().splitlines()[-1]
+    return Store(home, (tag, tag), "")
+
+
+@pytest.fixture(scope="module")
+def explain_server(
+    explain_store: Store, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]
+) -> Iterator[str]:
+    with running_server(explain_store, tmp_path_factory.mktemp("explain"), free_port()) as srv:
+        yield srv.url
+
+
+def test_explain(explain_server: str, jpgs: list[bytes]) -> None:
+    """A heat grid and an overlay PNG for the predicted label, or for a chosen one; callers at
+    once are all answered (explanations have slots of their own, and a queue)."""
+    import base64
+
+    r = _post(f"{explain_server}/explain", [("image", ("a.jpg", jpgs[0]))])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"].startswith("clip-har:") and body["filename"] == "a.jpg"
+    assert body["label"] == body["predicted"] and 0 < body["score"] <= 1 and body["method"] == "layer-cam:layer2"
+    grid = np.asarray(body["grid"])
+    assert grid.shape == (8, 8) and grid.min() >= 0 and grid.max() == pytest.approx(1, abs=1e-3)
+    overlay = Image.open(io.BytesIO(base64.b64decode(body["overlay_png"])))
+    assert overlay.format == "PNG" and overlay.size == Image.open(io.BytesIO(jpgs[0])).size
+    chosen = _post(f"{explain_server}/explain", [("image", ("a.jpg", jpgs[0]))], {"label": "texting"}).json()
+    assert chosen["label"] == "texting" and chosen["predicted"] == body["predicted"]
+
+    def one(i: int) -> int:
+        return _post(f"{explain_server}/explain", [("image", (f"{i}.jpg", jpgs[i % len(jpgs)]))]).status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(one, range(12))) == [200] * 12
+
+
+EXPLAIN_BAD = {
+    "unknown label": ([("image", ("a.png", _png(32, 32)))], {"label": "juggling"}, 400, "unknown label"),
+    "empty file": ([("image", ("a.png", b""))], {}, 400, "0 bytes"),
+    "not an image": ([("image", ("a.txt", b"hello, world"))], {}, 400, "decode"),
+    "decompression bomb": ([("image", ("big.png", _png(600, 600)))], {}, 400, "limit"),
+    "two images": ([("image", ("a.png", _png(8, 8)))] * 2, {}, 400, "one file"),
+    "images, not image": ([("images", ("a.png", _png(8, 8)))], {}, 400, "unknown field 'images'"),
+    "over the body limit": ([("image", ("a.png", b"\0" * 2_500_000))], {}, 413, "over the limit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPLAIN_BAD))
+def test_bad_explain_input_is_a_4xx_with_reason(explain_server: str, case: str) -> None:
+    files, data, status, needle = EXPLAIN_BAD[case]
+    r = _post(f"{explain_server}/explain", files, data)
+    assert r.status_code == status and needle in r.json()["error"], (r.status_code, r.text)
+
+
+def test_explain_without_pytorch_weights_is_a_409(server: str, jpgs: list[bytes]) -> None:
+    r = _post(f"{server}/explain", [("image", ("a.jpg", jpgs[0]))])
+    assert r.status_code == 409 and "without PyTorch weights" in r.json()["error"], r.text
+
+
+def test_the_api_page_is_ours_and_loads_nothing_from_elsewhere(server: str) -> None:
+    """GET / is the Swagger UI over our description (deployments/API.md and the limits in force),
+    titled clip-har with our version, and neither the page nor the document names another host."""
+    import re
+    from importlib.metadata import version
+
+    page = httpx.get(f"{server}/", timeout=10)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "<title>clip-har API</title>" in page.text and "./docs.json" in page.text
+    assert re.findall(r"https?://", page.text) == []  # no tag manager, no GitHub corner, no validator
+    for asset in re.findall(r'(?:src|href)="\./([^"]+)"', page.text):
+        assert httpx.get(f"{server}/{asset}", timeout=10).status_code == 200, asset
+    docs = httpx.get(f"{server}/docs.json", timeout=10)
+    info = docs.json()["info"]
+    assert info["title"] == "clip-har" and info["version"] == version("clip-har")
+    description = info["description"]
+    assert description.startswith((ROOT / "deployments" / "API.md").read_text()[:200])
+    assert "### POST /explain" in description and "| `CLIP_HAR_MAX_FILES` | 4 |" in description
+    placeholder = ("clip-har:dev", "This is a Machine Learning Service", "Slack", "Twitter", "BentoML Team")
+    assert not [p for p in placeholder if p in json.dumps(info)] and "contact" not in info
+    hosts = set(re.findall(r"https?://([^/:\s\"'`)]+)", docs.text))
+    assert hosts <= {"localhost", "127.0.0.1"}, hosts
+    label = docs.json()["paths"]["/explain"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert label["schema"]["properties"]["label"]["enum"][:2] == ["", "calling"]
