@@ -46,6 +46,7 @@ forms.install(max_files=SETTINGS.max_files, max_fields=SETTINGS.max_labels + 4)
 # Explanations run PyTorch forward and backward in the HTTP worker: a few at a time, in slots of
 # their own, so a burst of them never holds up /predict.
 MAX_EXPLAIN = SETTINGS.max_explain
+RELOAD_S = 110.0  # a model's load and warm-up in the batched worker, within the 120 s traffic timeout
 # With every slot busy they take at most half the cores (the batched worker keeps the rest): on
 # shared cores a 2-thread PyTorch op waits for its slowest thread, and single explanations of the
 # demo model went from a steady 19 ms to spikes of 700 ms
@@ -99,17 +100,21 @@ class HarModel:
 
         return run_items(self.slot.current, batch)  # one read: the whole batch runs on one model
 
+    # Both async: BentoML runs sync endpoints, the batched `infer` included, on one thread here, so
+    # a load in `switch` would stop inference for its whole length, and `serving` would queue
+    # behind the batch in progress.
     @bentoml.api
-    def switch(self, tag: str) -> dict:
-        """Load, warm and then serve `tag`; in-flight batches finish on the previous model."""
+    async def switch(self, tag: str) -> dict:
+        """Load, warm and then serve `tag` (off the loop: batches keep running meanwhile); in-flight
+        batches finish on the previous model."""
         try:
-            loaded, previous = self.slot.switch(tag)
+            loaded, previous = await asyncio.to_thread(self.slot.switch, tag)
         except ValueError as exc:  # the model does not load or run: keep serving the current one
             raise InvalidArgument(str(exc)) from exc
         return {"model_version": loaded.tag, "previous": previous.tag if previous else None}
 
     @bentoml.api
-    def serving(self) -> str:
+    async def serving(self) -> str:
         return self.slot.current.tag
 
 
@@ -202,19 +207,19 @@ class ClipHar:
             raw.append(data)
         return arrays, (stats, raw)
 
-    async def _ask_worker(self, call: Callable[[], Awaitable[T]]) -> T:
+    async def _ask_worker(self, call: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
         # BentoML's inter-service client can reuse a keep-alive connection the model service
         # has just closed (bentoml/BentoML#4971): retry the idempotent call on resets. A call
         # past its deadline is not retried (it would queue again behind the work that made it
         # late): the caller gets a 503 with Retry-After.
         for attempt in range(3):
             try:
-                return await asyncio.wait_for(call(), SETTINGS.infer_timeout_s)
+                return await asyncio.wait_for(call(), deadline_s or SETTINGS.infer_timeout_s)
             except aiohttp.ClientConnectionError:
                 if attempt == 2:
                     raise
             except TimeoutError as exc:
-                raise ServiceUnavailable(f"no inference within {SETTINGS.infer_timeout_s} s") from exc
+                raise ServiceUnavailable(f"no answer within {deadline_s or SETTINGS.infer_timeout_s} s") from exc
         raise AssertionError("unreachable")
 
     async def _infer(
@@ -230,15 +235,18 @@ class ClipHar:
             pixels, extra = await asyncio.to_thread(prepare, self.slot.current.predictor)
             rows = await self._ask_worker(partial(self.model.to_async.infer, pixels))
             if generations(rows) != {self.slot.current.generation}:
-                await self._follow()
+                await self._follow(generations(rows))
             result = await asyncio.to_thread(read_rows, rows, self.slot)  # may load the model that answered
             if result is not None:
                 return (*result, extra)
         raise ServiceUnavailable("the served model changed during the request")
 
-    async def _follow(self) -> None:
-        """Prepare images, and read results, for the model the batched worker serves now."""
+    async def _follow(self, seen: set[int] | None = None) -> None:
+        """Prepare images, and read results, for the model the batched worker serves now. `seen`:
+        the models a result came from; once another request has followed to that one, no need to ask."""
         async with self._switching:
+            if seen is not None and seen == {self.slot.current.generation}:
+                return
             tag = await self._ask_worker(self.model.to_async.serving)
             if tag != self.slot.current.tag:
                 self.slot.activate(await asyncio.to_thread(self.slot.prepare, tag))
@@ -366,8 +374,8 @@ class ClipHar:
                 raise InvalidArgument(str(exc)) from exc
             # the batched worker loads and warms the image side; a 400 from it (the model does
             # not run) reaches the caller as a 400, and nothing has moved
-            try:
-                switched = await self.model.to_async.switch(tag=loaded.tag)
+            try:  # idempotent: retried on a reset connection, like inference
+                switched = await self._ask_worker(partial(self.model.to_async.switch, tag=loaded.tag), RELOAD_S)
             except BentoMLException as exc:  # the worker's refusal: "Error making request: <status>: <its body>"
                 if exc.error_code >= 500:
                     raise
@@ -381,7 +389,7 @@ class ClipHar:
     @info_app.get("/model")
     async def model_info(self) -> dict:
         """Version, labels and lineage of the model the batched worker is serving now."""
-        loaded = await asyncio.to_thread(self.slot.prepare, await self.model.to_async.serving())
+        loaded = await asyncio.to_thread(self.slot.prepare, await self._ask_worker(self.model.to_async.serving))
         info = bentoml.models.get(loaded.tag).info
         return {
             "model_version": loaded.tag,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -338,16 +339,18 @@ def test_switch_across_input_sizes_converges_every_http_worker(
 
         kinds = ("predict", "predict", "classify", "video")
         with ThreadPoolExecutor(len(kinds)) as pool:
-            for i, kind in enumerate(kinds):
-                pool.submit(caller, kind, i)
-            deadline = time.monotonic() + 180
-            while len(answers) < 20 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            r = httpx.post(reload, json={"model": new}, headers=ADMIN, timeout=120)
-            n_at_switch = len(answers)
-            while len(answers) < n_at_switch + 40 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stop.set()
+            callers = [pool.submit(caller, kind, i) for i, kind in enumerate(kinds)]
+            try:
+                deadline = time.monotonic() + 180
+                while len(answers) < 20 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                r = httpx.post(reload, json={"model": new}, headers=ADMIN, timeout=120)
+                n_at_switch = len(answers)
+                while len(answers) < n_at_switch + 40 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            finally:
+                stop.set()
+        [c.result() for c in callers]  # a caller's exception fails the test
         assert r.status_code == 200, r.text
         assert r.json() == {"model_version": new, "previous": old}
         assert [a for a in answers if a[0] != 200] == []
@@ -356,6 +359,11 @@ def test_switch_across_input_sizes_converges_every_http_worker(
         assert len(answers) >= n_at_switch + 40 and all(v == new for _, v in answers[n_at_switch + len(kinds) :])
         # a fresh connection each: both workers answer, each from the model being served
         assert {call(kind, i) for i in range(8) for kind in ("predict", "classify")} == {(200, new)}
+        # the HTTP worker the reload did not reach answered too (BentoML's request log names the worker)
+        log = (tmp_path / "srv" / "serve.log").read_text()
+        after = log[log.index("path=/admin/reload") :]
+        answered_by = re.findall(r"\[entry_service:clip-har:(\d+)\][^\n]*path=/predict[^\n]*status=200", after)
+        assert set(answered_by) == {"1", "2"}
 
         with ThreadPoolExecutor(2) as pool:
             done = list(
