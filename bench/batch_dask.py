@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 sys.path.insert(0, str(ROOT))
 
-from clip_har.export.onnx_export import export_untrained  # noqa: E402 - after the path set-up above
+from bench.serving import free_port  # noqa: E402 - after the path set-up above
+from clip_har.export.onnx_export import export_untrained  # noqa: E402
 from clip_har.serving.batch import BATCH_SIZE, TOP_K, VIDEO_FPS, collect, predict_files  # noqa: E402
 from clip_har.serving.distributed import predict_distributed  # noqa: E402
 from clip_har.serving.predictor import Predictor  # noqa: E402
 from clip_har.synth.generate import SynthSpec, synthesize  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_cluster(workers: int, logs: Path) -> tuple[str, list[subprocess.Popen]]:

@@ -5,7 +5,6 @@ both workers take chunks; a scheduler that is not there is one clear error."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 import netns
 import pytest
 from PIL import Image
+from procs import stop_group
 
 from clip_har.export.onnx_export import export_untrained
 from clip_har.serving.batch import collect, predict_files
@@ -27,14 +27,7 @@ DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"], [sys.executable
 
 def _stop(procs: list[subprocess.Popen]) -> None:
     for proc in reversed(procs):  # workers before the scheduler
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc, 30)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ import httpx
 import netns
 import pytest
 from PIL import Image
+from procs import stop_group
 
 from clip_har import postgres
 from clip_har.settings import DATA_EVENT, DATA_RESOURCE, TELEMETRY_OFF, WORK_POOL, load_settings
@@ -41,13 +40,7 @@ def _process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproc
     try:
         yield proc
     finally:  # the whole group: a worker's flow runs, the service's workers
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        stop_group(proc)
 
 
 def _flow_runs(api: dict[str, str], ids: list[str], reason: str = "") -> dict[str, str]:
@@ -128,22 +121,15 @@ def test_stack_workers_and_service_on_separate_hosts(
             db = postgres.ensure(settings)
             stack.start_prefect_server(settings, state, db)
             stack.start_mlflow_server(settings, state, db, stack._child_env(TELEMETRY_OFF))
+
+            def prefect(*args: str) -> subprocess.CompletedProcess:
+                """The Prefect CLI as a client of the stack's server."""
+                cmd = [sys.executable, "-m", "prefect", *args]
+                return subprocess.run(cmd, env=api, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
             # the work pool and prefect.yaml's deployments, as `up` makes them
-            subprocess.run(
-                [sys.executable, "-m", "prefect", "work-pool", "create", WORK_POOL, "--type", "process"],
-                env=api,
-                cwd=ROOT,
-                capture_output=True,
-                timeout=120,
-            )
-            deploy = subprocess.run(
-                [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-                env=api,
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
+            prefect("work-pool", "create", WORK_POOL, "--type", "process")
+            deploy = prefect("--no-prompt", "deploy", "--all")
             assert deploy.returncode == 0, deploy.stdout[-2000:] + deploy.stderr[-2000:]
 
             def host_env(i: int, **extra: str) -> dict[str, str]:
@@ -170,14 +156,7 @@ def test_stack_workers_and_service_on_separate_hosts(
             ):
                 runs = []
                 for _ in range(2):  # at once: the deployment's concurrency limit lets one train
-                    out = subprocess.run(
-                        [sys.executable, "-m", "prefect", "deployment", "run", "training-pipeline/training-pipeline"],
-                        env=api,
-                        cwd=ROOT,
-                        capture_output=True,
-                        text=True,
-                        timeout=120,
-                    )
+                    out = prefect("deployment", "run", "training-pipeline/training-pipeline")
                     assert out.returncode == 0, out.stderr[-2000:]
                     runs.append(next(w for line in out.stdout.splitlines() for w in line.split() if w.count("-") == 4))
                 deadline = time.monotonic() + 900

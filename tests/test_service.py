@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from procs import stop_group
 
 from clip_har.export.onnx_export import export_untrained
 
@@ -143,14 +143,7 @@ def running_server(
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)  # graceful: BentoML runs on_shutdown hooks
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    stop_group(proc)  # graceful: BentoML runs on_shutdown hooks
 
 
 @pytest.fixture(scope="module")
