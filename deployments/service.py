@@ -46,6 +46,7 @@ forms.install(max_files=SETTINGS.max_files, max_fields=SETTINGS.max_labels + 4)
 # Explanations run PyTorch forward and backward in the HTTP worker: a few at a time, in slots of
 # their own, so a burst of them never holds up /predict.
 MAX_EXPLAIN = SETTINGS.max_explain
+INFO_S = 10.0  # asking the batched worker which model it serves (it answers at once, even when busy)
 RELOAD_S = 110.0  # a model's load and warm-up in the batched worker, within the 120 s traffic timeout
 # With every slot busy they take at most half the cores (the batched worker keeps the rest): on
 # shared cores a 2-thread PyTorch op waits for its slowest thread, and single explanations of the
@@ -389,7 +390,9 @@ class ClipHar:
     @info_app.get("/model")
     async def model_info(self) -> dict:
         """Version, labels and lineage of the model the batched worker is serving now."""
-        loaded = await asyncio.to_thread(self.slot.prepare, await self._ask_worker(self.model.to_async.serving))
+        # not an inference: its own deadline, so /model answers while inference is overloaded
+        tag = await self._ask_worker(self.model.to_async.serving, INFO_S)
+        loaded = await asyncio.to_thread(self.slot.prepare, tag)
         info = bentoml.models.get(loaded.tag).info
         return {
             "model_version": loaded.tag,
