@@ -71,10 +71,10 @@ def on_model(version: str | None = None) -> dict:
     from clip_har.pipeline.rundir import MODEL, ONNX
     from clip_har.registry import champion_onnx
     from clip_har.serving.predictor import Predictor
-    from clip_har.settings import StateDir, load_settings
+    from clip_har.settings import load_settings
     from clip_har.tracking import client
 
-    state, name = StateDir.from_env(), load_settings().model_name
+    state, name = load_settings().state, load_settings().model_name
     with tempfile.TemporaryDirectory() as tmp:
         if version is None:
             version, onnx_dir = champion_onnx(client(state.mlflow_uri), name, Path(tmp))

@@ -117,10 +117,9 @@ def model_dir_for(name: str, work: Path) -> Path:
     if name == "demo":
         from clip_har.pipeline.rundir import MODEL
         from clip_har.registry import champion_version
-        from clip_har.settings import StateDir
         from clip_har.tracking import client
 
-        state, name = StateDir.from_env(), load_settings().model_name
+        state, name = load_settings().state, load_settings().model_name
         c = client(state.mlflow_uri)
         version = champion_version(c, name)
         if version is None:

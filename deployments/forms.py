@@ -11,12 +11,14 @@ rules: unknown fields named, no type coercion.
 from __future__ import annotations
 
 import json
+import re
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, get_args
 
 from _bentoml_impl import serde as _serde  # BentoML picks a request's reader from ALL_SERDE by media type
 from _bentoml_sdk.typing_utils import is_list_type, is_union_type
-from bentoml.exceptions import BadInput, BentoMLException
+from bentoml.exceptions import BadInput, BentoMLException, InvalidArgument
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -152,3 +154,28 @@ def install(max_files: int, max_fields: int) -> None:
     for media_type in MEDIA_TYPES:
         _serde.ALL_SERDE[media_type] = StrictFormSerde  # type: ignore[index]
     _serde.ALL_SERDE["application/json"] = StrictJSONSerde  # type: ignore[index]  # also any other type
+
+
+_TEMP_PREFIX = re.compile(r"^tmp[a-z0-9_]{8}")
+
+
+def upload_name(path: Path) -> str:
+    """The client's file name: BentoML stores uploads as tempfile 'tmp' + 8 chars + name."""
+    return _TEMP_PREFIX.sub("", Path(path).name)  # empty: the client sent no file name
+
+
+def parse_labels(raw: list[str] | str) -> list[str]:
+    """Labels from a list (BentoML decodes a JSON array field) or a comma-separated string."""
+    if isinstance(raw, list):
+        return [s.strip() for s in raw if isinstance(s, str) and s.strip()]
+    raw = (raw or "").strip()
+    if raw.startswith("["):
+        try:
+            items = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"labels: invalid JSON array ({exc.msg})") from exc
+        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+            raise InvalidArgument("labels: a JSON array must hold strings only")
+    else:
+        items = raw.split(",")
+    return [s.strip() for s in items if s.strip()]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
-import json
 import os
 import re
 import uuid
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import bentoml
 import numpy as np
-from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
 from fastapi import FastAPI
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
@@ -31,6 +30,8 @@ from clip_har.serving.bodylimit import BodyLimit
 from clip_har.serving.errors import ErrorContract, error_message
 from clip_har.settings import is_loopback, load_settings
 from deployments import apidoc, forms
+from deployments.forms import parse_labels, upload_name
+from deployments.store import model_slot
 
 if TYPE_CHECKING:
     from clip_har.serving.hotswap import Loaded, ModelSlot
@@ -54,44 +55,13 @@ RELOAD_S = 110.0  # a model's load and warm-up in the batched worker, within the
 EXPLAIN_THREADS = max(1, len(os.sched_getaffinity(0)) // (2 * MAX_EXPLAIN))
 
 
-def _resolve(tag: str) -> tuple[str, Path]:
-    try:
-        bentoml.Tag.from_taglike(tag)
-    except (ValueError, BentoMLException) as exc:  # BentoML's words for a malformed tag
-        raise InvalidArgument(f"model {tag!r} is not a valid BentoML tag (name:version)") from exc
-    try:
-        model = bentoml.models.get(tag)
-    except (bentoml.exceptions.NotFound, FileNotFoundError) as exc:  # an unknown version, or name
-        raise NotFound(f"model {tag!r} is not in the BentoML model store") from exc
-    return str(model.tag), Path(model.path)
-
-
-def _find(generation: int) -> str | None:
-    from clip_har.serving.hotswap import generation_id
-
-    return next((str(m.tag) for m in bentoml.models.list(MODEL_NAME) if generation_id(str(m.tag)) == generation), None)
-
-
-def _slot(warm: bool):  # heavy imports kept out of module import
-    from clip_har.serving.hotswap import ModelSlot
-    from clip_har.serving.predictor import Predictor
-
-    backend, max_pixels = SETTINGS.backend, SETTINGS.max_pixels
-    # no spinning: the entry process and the HTTP servers share these cores with ONNX Runtime
-    slot = ModelSlot(
-        _resolve, lambda path: Predictor(path, backend, max_pixels=max_pixels, spin=False), _find, warm=warm
-    )
-    slot.switch(MODEL_TAG)
-    return slot
-
-
 @bentoml.service(name="clip-har-model", workers=1, traffic={"timeout": 120})
 class HarModel:
     """The batched inference worker: callers' images are merged into one ONNX Runtime run. One
     worker on purpose: it is the single place that decides which model is served."""
 
     def __init__(self) -> None:
-        self.slot = _slot(warm=True)
+        self.slot = model_slot(SETTINGS, MODEL_TAG, warm=True)
 
     @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=SETTINGS.max_latency_ms)
     def infer(self, batch: list[np.ndarray]) -> list[np.ndarray]:
@@ -128,29 +98,6 @@ def _from_this_machine(request: object) -> bool:
 
 
 info_app = FastAPI(title="clip-har model info")
-_TEMP_PREFIX = re.compile(r"^tmp[a-z0-9_]{8}")
-
-
-def upload_name(path: Path) -> str:
-    """The client's file name: BentoML stores uploads as tempfile 'tmp' + 8 chars + name."""
-    return _TEMP_PREFIX.sub("", Path(path).name)  # empty: the client sent no file name
-
-
-def parse_labels(raw: list[str] | str) -> list[str]:
-    """Labels from a list (BentoML decodes a JSON array field) or a comma-separated string."""
-    if isinstance(raw, list):
-        return [s.strip() for s in raw if isinstance(s, str) and s.strip()]
-    raw = (raw or "").strip()
-    if raw.startswith("["):
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InvalidArgument(f"labels: invalid JSON array ({exc.msg})") from exc
-        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise InvalidArgument("labels: a JSON array must hold strings only")
-    else:
-        items = raw.split(",")
-    return [s.strip() for s in items if s.strip()]
 
 
 @bentoml.service(name="clip-har", workers=SETTINGS.http_workers, traffic={"timeout": 120})
@@ -168,7 +115,7 @@ class ClipHar:
 
         # Labels, preprocessing and the text tower of every model the batched worker answers with;
         # the image graph lives in the batched worker only
-        self.slot = _slot(warm=False)
+        self.slot = model_slot(SETTINGS, MODEL_TAG, warm=False)
         state = SETTINGS.state
         self.log = PredictionLog(state.predictions) if SETTINGS.logs_predictions else NullLog()
         self.review = ReviewQueue(state.review) if SETTINGS.keeps_review_queue else None

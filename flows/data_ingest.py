@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from clip_har.settings import StateDir
+from clip_har.settings import load_settings
 from tasks.config import resolve_config
 from tasks.data import emit_data_arrived, ingest_labelled, version_data
 
@@ -12,7 +12,7 @@ from tasks.data import emit_data_arrived, ingest_labelled, version_data
 @flow(name="data-ingest", log_prints=True)
 def data_ingest(folder: str, profile: str = "", overrides: list[str] | None = None) -> dict:
     """`folder` holds one sub-folder per class (e.g. `clip-har review export`)."""
-    state = StateDir.from_env()
+    state = load_settings().state
     cfg = resolve_config(profile, overrides or [])
     data, added = ingest_labelled(cfg, state, folder)
     version = version_data(state, data)

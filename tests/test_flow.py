@@ -10,7 +10,7 @@ import pytest
 from prefect.client.orchestration import get_client
 
 from clip_har.registry import champion_version
-from clip_har.settings import StateDir
+from clip_har.settings import StateDir, load_settings
 from clip_har.tracking import client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,7 +27,7 @@ def _runs(state: StateDir) -> int:
 def test_pipeline_promotes_then_gates_against_champion(prefect_harness, state_dir: Path) -> None:
     from flows.training_pipeline import training_pipeline
 
-    state = StateDir.from_env()
+    state = load_settings().state
     first = training_pipeline(profile="tiny", overrides=FAST)
     assert first["registration"]["promoted"] and first["registration"]["version"] == "1"
     assert first["data_version"]["tag"] == "tiny-v1"
@@ -115,7 +115,7 @@ def test_bad_data_fails_before_training(prefect_harness, state_dir: Path, tmp_pa
     broken.write_bytes(b"\x89PNG broken")
     (src / "juggling").mkdir()
     (src / "juggling" / "x.jpg").write_bytes((tiny_data / df["path"][0]).read_bytes()[:-10] + b"0123456789")
-    state = StateDir.from_env()
+    state = load_settings().state
     overrides = [*FAST, "data.source=folder", f"data.path={src}", "data.name=photos"]
     with pytest.raises(Exception, match="data gate FAILED") as err:
         training_pipeline(profile="tiny", overrides=overrides)
@@ -130,7 +130,7 @@ def test_missing_data_dir_fails_the_flow(prefect_harness, state_dir: Path, tmp_p
     overrides = [*FAST, "data.source=folder", f"data.path={tmp_path / 'nowhere'}", "data.name=photos"]
     with pytest.raises(FileNotFoundError, match="nowhere"):
         training_pipeline(profile="tiny", overrides=overrides)
-    assert _runs(StateDir.from_env()) == 0
+    assert _runs(load_settings().state) == 0
 
 
 def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +144,7 @@ def test_drift_monitor_flow(prefect_harness, state_dir: Path, tmp_path: Path, mo
     log_dir = tmp_path / "elsewhere" / "predictions"
     monkeypatch.setenv("CLIP_HAR_PREDICTION_LOG", str(log_dir))
     training_pipeline(profile="tiny", overrides=[*FAST, "export.package=false"])
-    state = StateDir.from_env()
+    state = load_settings().state
     assert state.predictions == log_dir
     rng = np.random.default_rng(0)
 
@@ -179,7 +179,7 @@ def test_data_ingest_versions_good_batches_and_rejects_bad_ones(
     with pytest.raises(FileNotFoundError, match="run the training pipeline first"):
         data_ingest(folder=str(tmp_path), profile="tiny", overrides=FAST)
     training_pipeline(profile="tiny", overrides=[*FAST, "export.enabled=false"])
-    state = StateDir.from_env()
+    state = load_settings().state
     new = synthesize(tmp_path / "new", SynthSpec(n=15, seed=77, size=48, style="night"))
     labelled = tmp_path / "labelled"
     for path, label in pd.read_csv(new / "manifest.csv")[["path", "label"]].itertuples(index=False):

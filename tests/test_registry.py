@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from clip_har.registry import champion_bento
-from clip_har.settings import StateDir
+from clip_har.settings import load_settings
 
 
 def test_champion_lookup_without_a_registry_says_why_and_creates_nothing(state_dir: Path) -> None:
-    state = StateDir.from_env()
+    state = load_settings().state
     with pytest.raises(LookupError, match="no champion yet"):
         champion_bento(state, "clip-har")
     # creating the database here would race the MLflow server `clip-har up` starts beside it

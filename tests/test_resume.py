@@ -23,7 +23,7 @@ from clip_har.pipeline import base_weights, prepare_data, resume, version_data
 from clip_har.pipeline import train as train_stage
 from clip_har.pipeline.prepare_data import DataRef
 from clip_har.pipeline.rundir import RunDir
-from clip_har.settings import StateDir
+from clip_har.settings import StateDir, load_settings
 from clip_har.tracking import client
 from clip_har.train import checkpoint
 
@@ -83,7 +83,7 @@ def _start_killed_pipeline(state: StateDir, log: Path) -> RunDir:
 def test_a_killed_pipeline_resumes_from_its_last_checkpoint(prefect_harness, state_dir: Path, tmp_path: Path) -> None:
     from flows.training_pipeline import training_pipeline
 
-    state = StateDir.from_env()
+    state = load_settings().state
     killed = _start_killed_pipeline(state, tmp_path / "killed.log")
     record = resume.read_record(killed)
     assert record is not None and record.resumed_from == ""

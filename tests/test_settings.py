@@ -22,7 +22,6 @@ from clip_har.settings import (
     WORK_POOL,
     Settings,
     SettingsError,
-    StateDir,
     env_name,
     load_settings,
 )
@@ -76,7 +75,7 @@ def test_prefect_yaml_uses_the_declared_events_reasons_and_pool() -> None:
 
 def test_paths_follow_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CLIP_HAR_HOME", str(tmp_path / "home"))
-    state = StateDir.from_env()
+    state = load_settings().state
     assert (state.predictions, state.review, state.reports) == (
         tmp_path / "home" / "predictions",
         tmp_path / "home" / "review",
@@ -85,7 +84,7 @@ def test_paths_follow_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("CLIP_HAR_PREDICTION_LOG", str(tmp_path / "log"))
     monkeypatch.setenv("CLIP_HAR_REVIEW_DIR", str(tmp_path / "queue"))
     monkeypatch.setenv("CLIP_HAR_REPORTS_DIR", str(tmp_path / "reports"))
-    state = StateDir.from_env()  # writer (service) and readers (CLI, drift task, loop) use these
+    state = load_settings().state  # writer (service) and readers (CLI, drift task, loop) use these
     assert (state.predictions, state.review, state.reports) == (
         tmp_path / "log",
         tmp_path / "queue",
@@ -201,7 +200,7 @@ def test_relative_paths_reach_children_resolved(monkeypatch: pytest.MonkeyPatch,
     assert os.environ["CLIP_HAR_PREDICTION_LOG"] == str(tmp_path / "logs")
     (tmp_path / "deployments").mkdir()
     monkeypatch.chdir(tmp_path / "deployments")  # a child started elsewhere, with that environment
-    state = StateDir.from_env()
+    state = load_settings().state
     assert (state.root, state.predictions) == (tmp_path / "rel", tmp_path / "logs")
 
 

@@ -62,12 +62,12 @@ def test_up_then_down_twice_with_prefect_auth(
         while not workers and time.monotonic() < deadline:
             workers = _api(prefect, f"work_pools/{stack.WORK_POOL}/workers/filter", auth=(user, password)).json()
             time.sleep(1)
-        assert workers, f"no worker heartbeat; see {stack.log_path(stack.StateDir.from_env(), 'worker')}"
+        assert workers, f"no worker heartbeat; see {stack.log_path(load_settings().state, 'worker')}"
         # the UI asks for the auth string and calls the API on the port the server really listens
         # on, not the default 4200
         ui = httpx.get(f"{prefect}/ui-settings", timeout=10).json()
         assert ui["api_url"] == f"{prefect}/api" and ui["auth"] == "BASIC", ui
-        state = stack.StateDir.from_env()
+        state = load_settings().state
         assert stack.api_url(state) == f"{prefect}/api"  # the CLI's flows go there, with the auth string
         assert stack.prefect_client_env(state, load_settings()) == {
             "PREFECT_API_URL": f"{prefect}/api",
@@ -85,7 +85,7 @@ def test_up_then_down_twice_with_prefect_auth(
     for path in (state_dir / "stack").iterdir():  # logs, PIDs, the env file: never the secret
         assert password not in path.read_text(errors="replace"), path
     assert stack.down(said.append) == []
-    assert stack.api_url(stack.StateDir.from_env()) is None
+    assert stack.api_url(load_settings().state) is None
 
 
 def test_an_exposed_stack_gets_basic_auth_and_a_host_allow_list(
