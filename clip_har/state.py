@@ -109,6 +109,11 @@ class StateDir:
         return self.reports_dir or self.root / "reports"
 
     @property
+    def rollout(self) -> Path:
+        """Shadow rollouts: the service's per-request shadow log and the rollout's state file."""
+        return self.root / "rollout"
+
+    @property
     def stack(self) -> Path:
         """PIDs and logs of `clip-har up`."""
         return self.root / "stack"

@@ -68,8 +68,20 @@ REFUSALS = {  # what each route may answer besides 200
         400: "Bad input, or a label the model does not have",
         409: "The model was stored without PyTorch weights",
     },
+    "/feedback": {
+        **_FORM_REFUSALS,
+        400: "Bad input, or a label the model does not have",
+        409: "The review queue is off",
+        503: "Busy, or the review queue is full or cannot be written: retry after Retry-After",
+    },
     "/admin/reload": {
         400: "Malformed tag, or a model that does not run",
+        403: "Missing or wrong X-Admin-Token",
+        404: "No such model in the store",
+        415: "Not a JSON body",
+    },
+    "/admin/shadow": {
+        400: "Malformed tag, the served model, or a model that does not run",
         403: "Missing or wrong X-Admin-Token",
         404: "No such model in the store",
         415: "Not a JSON body",
@@ -104,7 +116,9 @@ def document(spec: dict[str, Any], settings: Settings, forms: tuple[str, ...], l
         fields[path]["images"].update(minItems=1, maxItems=settings.max_files)
         form[path].setdefault("encoding", {})["images"] = {"contentType": "image/*"}
     form["/predict_video"].setdefault("encoding", {})["video"] = {"contentType": "video/*"}
-    form["/explain"].setdefault("encoding", {})["image"] = {"contentType": "image/*"}
+    for path in ("/explain", "/feedback"):
+        form[path].setdefault("encoding", {})["image"] = {"contentType": "image/*"}
+    fields["/feedback"]["label"].update(enum=labels, description="The right label: one of GET /model's labels")
     fields["/classify"]["labels"].update(minItems=1, maxItems=settings.max_labels)
     form["/classify"]["encoding"]["labels"] = {"contentType": "text/plain"}  # one part per label (or a JSON array)
     fields["/classify"]["labels"]["items"].update(minLength=1, maxLength=settings.max_label_chars, pattern=r"\S")
@@ -115,10 +129,11 @@ def document(spec: dict[str, Any], settings: Settings, forms: tuple[str, ...], l
         enum=["", *labels], description="One of GET /model's labels; empty: the predicted one"
     )
     # a JSON body, even `{}`; the model tag in BentoML's grammar (name[:version], each <= 63 characters)
-    reload = spec["paths"]["/admin/reload"]["post"]["requestBody"]
-    reload["required"] = True
     part = "[a-z0-9](?:[-._a-z0-9]{0,61}[a-z0-9])?"
-    reload["content"]["application/json"]["schema"]["properties"]["model"]["pattern"] = f"^{part}(?::{part})?$"
+    for path, empty in (("/admin/reload", ""), ("/admin/shadow", "^$|")):  # an empty tag stops the shadow
+        body = spec["paths"][path]["post"]["requestBody"]
+        body["required"] = True
+        body["content"]["application/json"]["schema"]["properties"]["model"]["pattern"] = f"{empty}^{part}(?::{part})?$"
     limits = {env_name(name): f"{getattr(settings, name):g}" for name in LIMITS}
     return describe(publish_errors(spec, REFUSALS), limits)
 

@@ -14,8 +14,9 @@ import json
 import re
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
+import numpy as np
 from _bentoml_impl import serde as _serde  # BentoML picks a request's reader from ALL_SERDE by media type
 from _bentoml_sdk.typing_utils import is_list_type, is_union_type
 from bentoml.exceptions import BadInput, BentoMLException, InvalidArgument
@@ -24,6 +25,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
+
+if TYPE_CHECKING:
+    from clip_har.serving.predictor import Predictor
+    from clip_har.settings import Settings
 
 MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 MAX_TEXT_BYTES = 1024 * 1024  # a text field sent as a file part: Starlette's own cap on text parts
@@ -179,3 +184,32 @@ def parse_labels(raw: list[str] | str) -> list[str]:
     else:
         items = raw.split(",")
     return [s.strip() for s in items if s.strip()]
+
+
+def decode_images(
+    images: list[Path], predictor: Predictor, settings: Settings
+) -> tuple[list[np.ndarray], tuple[list[dict[str, float]], list[bytes]]]:
+    """uint8 [3,S,S] pixels per uploaded image for `predictor`'s input, plus the image statistics
+    and the uploaded bytes (for the prediction log and the review queue); a 400 naming the file
+    for anything over a limit or undecodable."""
+    if not images:
+        raise InvalidArgument("field 'images' needs at least one file")
+    if len(images) > settings.max_files:
+        raise InvalidArgument(f"too many files: {len(images)} > {settings.max_files}")
+    arrays, stats, raw = [], [], []
+    for i, path in enumerate(images):
+        size = Path(path).stat().st_size
+        if size == 0:
+            raise InvalidArgument(f"file {i + 1} is empty")
+        if size > settings.max_file_mb * 1e6:
+            raise InvalidArgument(f"file {i + 1} is {size} bytes, over {settings.max_file_mb} MB")
+        try:
+            # uint8 pixels: a quarter of the bytes to the batched worker, which normalises
+            data = Path(path).read_bytes()
+            array, stat = predictor.decode_pixels_with_stats(data)
+        except ValueError as exc:
+            raise InvalidArgument(f"file {i + 1}: {exc}") from exc
+        arrays.append(array)
+        stats.append(stat)
+        raw.append(data)
+    return arrays, (stats, raw)

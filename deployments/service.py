@@ -1,15 +1,14 @@
 """The clip-har HTTP service (BentoML). Thin: decode and validate requests, call the
 clip_har predictor, shape responses. Everything configurable is a setting (clip_har.settings):
 the model from the BentoML store (CLIP_HAR_MODEL, default <model name>:latest), the backend
-(CLIP_HAR_BACKEND: onnx | onnx-int8 | pytorch), limits, folders and the admin token."""
+(CLIP_HAR_BACKEND: onnx | onnx-int8 | pytorch), limits, folders and the admin token. The web app
+(deployments/ui/, a static page over this JSON API) is at /ui/."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import os
-import re
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -21,17 +20,19 @@ import aiohttp
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from clip_har.monitoring.predlog import NullLog, PredictionRecord
 from clip_har.monitoring.review import ReviewQueue
-from clip_har.serving.admission import Admission
-from clip_har.serving.bodylimit import BodyLimit
-from clip_har.serving.errors import ErrorContract, error_message
-from clip_har.settings import is_loopback, load_settings
-from deployments import apidoc, forms
-from deployments.forms import parse_labels, upload_name
+from clip_har.serving.card import UiLinks, latest_report, model_card
+from clip_har.serving.shadow import read_current, summarize
+from deployments import admin, apidoc, forms, guards
+from deployments.forms import decode_images, parse_labels, upload_name
+from deployments.shadowing import Inferred, ShadowScorer
 from deployments.store import model_slot
+from deployments.worker import MODEL_TAG, SETTINGS, SHADOW_DIR, HarModel
 
 if TYPE_CHECKING:
     from clip_har.serving.hotswap import Loaded, ModelSlot
@@ -39,9 +40,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-SETTINGS = load_settings()  # read once per process: every process of the service sees the same environment
-MODEL_TAG = SETTINGS.serving_model
 MODEL_NAME = MODEL_TAG.split(":")[0]
+UI_DIR = Path(__file__).with_name("ui")
 # /classify may send each label as its own part; no endpoint has more than 3 fields besides
 forms.install(max_files=SETTINGS.max_files, max_fields=SETTINGS.max_labels + 4)
 # Explanations run PyTorch forward and backward in the HTTP worker: a few at a time, in slots of
@@ -53,51 +53,12 @@ RELOAD_S = 110.0  # a model's load and warm-up in the batched worker, within the
 # shared cores a 2-thread PyTorch op waits for its slowest thread, and single explanations of the
 # demo model went from a steady 19 ms to spikes of 700 ms
 EXPLAIN_THREADS = max(1, len(os.sched_getaffinity(0)) // (2 * MAX_EXPLAIN))
-
-
-@bentoml.service(name="clip-har-model", workers=1, traffic={"timeout": 120})
-class HarModel:
-    """The batched inference worker: callers' images are merged into one ONNX Runtime run. One
-    worker on purpose: it is the single place that decides which model is served."""
-
-    def __init__(self) -> None:
-        self.slot = model_slot(SETTINGS, MODEL_TAG, warm=True)
-
-    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=SETTINGS.max_latency_ms)
-    def infer(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        """One uint8 [3,S,S] array per image → one row per image (hotswap.run_items): images
-        prepared for another model's input are answered stale, so callers prepare them again."""
-        from clip_har.serving.hotswap import run_items
-
-        return run_items(self.slot.current, batch)  # one read: the whole batch runs on one model
-
-    # Both async: BentoML runs sync endpoints, the batched `infer` included, on one thread here, so
-    # a load in `switch` would stop inference for its whole length, and `serving` would queue
-    # behind the batch in progress.
-    @bentoml.api
-    async def switch(self, tag: str) -> dict:
-        """Load, warm and then serve `tag` (off the loop: batches keep running meanwhile); in-flight
-        batches finish on the previous model."""
-        try:
-            loaded, previous = await asyncio.to_thread(self.slot.switch, tag)
-        except ValueError as exc:  # the model does not load or run: keep serving the current one
-            raise InvalidArgument(str(exc)) from exc
-        return {"model_version": loaded.tag, "previous": previous.tag if previous else None}
-
-    @bentoml.api
-    async def serving(self) -> str:
-        return self.slot.current.tag
-
-
-def _from_this_machine(request: object) -> bool:
-    """A loopback client that addressed a loopback host: without an admin token, only such a
-    request may reload (a web page whose DNS name was rebound to 127.0.0.1 sends its own Host)."""
-    client = getattr(getattr(request, "client", None), "host", "") or ""
-    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")  # type: ignore[attr-defined]
-    return is_loopback(client) and is_loopback(host)
+MAX_SHADOW = 8  # shadow scorings at once per HTTP worker; past that a request is not shadow-scored
 
 
 info_app = FastAPI(title="clip-har model info")
+if UI_DIR.is_dir():
+    info_app.mount("/ui", StaticFiles(directory=UI_DIR, html=True), name="ui")
 
 
 @bentoml.service(name="clip-har", workers=SETTINGS.http_workers, traffic={"timeout": 120})
@@ -121,39 +82,14 @@ class ClipHar:
         self.review = ReviewQueue(state.review) if SETTINGS.keeps_review_queue else None
         self._switching = asyncio.Lock()  # a reload, or following the batched worker, at a time
         self._explainer = LatestExplainer()  # the served model's, built at its first /explain
+        shadow_rows = partial(self._ask_worker_for, "shadow_infer")
+        self._shadow = ShadowScorer(self.slot, shadow_rows, SHADOW_DIR, MAX_SHADOW)
+        self._links = UiLinks(SETTINGS.prefect_url, SETTINGS.tracking_server or SETTINGS.mlflow_url)
         _Served.slot = self.slot
 
     @bentoml.on_shutdown
     def _flush_log(self) -> None:
         self.log.close()  # graceful shutdown writes every queued prediction
-
-    @staticmethod
-    def _decode(
-        images: list[Path], predictor: Predictor
-    ) -> tuple[list[np.ndarray], tuple[list[dict[str, float]], list[bytes]]]:
-        """uint8 [3,S,S] pixels per image for `predictor`'s input, plus the image statistics and
-        the uploaded bytes (for the prediction log and the review queue)."""
-        if not images:
-            raise InvalidArgument("field 'images' needs at least one file")
-        if len(images) > SETTINGS.max_files:
-            raise InvalidArgument(f"too many files: {len(images)} > {SETTINGS.max_files}")
-        arrays, stats, raw = [], [], []
-        for i, path in enumerate(images):
-            size = Path(path).stat().st_size
-            if size == 0:
-                raise InvalidArgument(f"file {i + 1} is empty")
-            if size > SETTINGS.max_file_mb * 1e6:
-                raise InvalidArgument(f"file {i + 1} is {size} bytes, over {SETTINGS.max_file_mb} MB")
-            try:
-                # uint8 pixels: a quarter of the bytes to the batched worker, which normalises
-                data = Path(path).read_bytes()
-                array, stat = predictor.decode_pixels_with_stats(data)
-            except ValueError as exc:
-                raise InvalidArgument(f"file {i + 1}: {exc}") from exc
-            arrays.append(array)
-            stats.append(stat)
-            raw.append(data)
-        return arrays, (stats, raw)
 
     async def _ask_worker(self, call: Callable[[], Awaitable[T]], deadline_s: float | None = None) -> T:
         # BentoML's inter-service client can reuse a keep-alive connection the model service
@@ -170,13 +106,14 @@ class ClipHar:
                 raise ServiceUnavailable(f"no answer within {deadline_s or SETTINGS.infer_timeout_s} s") from exc
         raise AssertionError("unreachable")
 
-    async def _infer(
-        self, prepare: Callable[[Predictor], tuple[list[np.ndarray], T]]
-    ) -> tuple[np.ndarray, np.ndarray, Loaded, T]:
-        """(probabilities, embeddings, the model that computed them, what `prepare` gave besides
-        the pixels) from the batched worker. `prepare` makes one pixel array per image for a
-        model's input, off the event loop; when the batched worker serves another model by then
-        (another HTTP worker switched it), this process follows it and prepares them again."""
+    async def _ask_worker_for(self, api: str, pixels: list[np.ndarray]) -> list[np.ndarray]:
+        return await self._ask_worker(partial(getattr(self.model.to_async, api), pixels))
+
+    async def _infer(self, prepare: Callable[[Predictor], tuple[list[np.ndarray], T]]) -> Inferred:
+        """Probabilities and embeddings from the batched worker. `prepare` makes one pixel array
+        per image for a model's input, off the event loop; when the batched worker serves another
+        model by then (another HTTP worker switched it), this process follows it and prepares
+        them again."""
         from clip_har.serving.hotswap import generations, read_rows
 
         for _ in range(3):  # a third time only if the model was switched twice during the request
@@ -186,7 +123,7 @@ class ClipHar:
                 await self._follow(generations(rows))
             result = await asyncio.to_thread(read_rows, rows, self.slot)  # may load the model that answered
             if result is not None:
-                return (*result, extra)
+                return Inferred(*result, extra, pixels)
         raise ServiceUnavailable("the served model changed during the request")
 
     async def _follow(self, seen: set[int] | None = None) -> None:
@@ -205,11 +142,12 @@ class ClipHar:
         if top_k < 1:
             raise InvalidArgument("top_k must be at least 1")
         # decoding is CPU work: off the event loop, which keeps answering (/readyz included)
-        probs, emb, loaded, (stats, raw) = await self._infer(partial(self._decode, images))
+        done = await self._infer(partial(decode_images, images, settings=SETTINGS))
+        (stats, raw), loaded = done.extra, done.loaded
         classes, version = loaded.classes, loaded.tag
         results = []
         request_id = uuid.uuid4().hex
-        for path, data, p, e, st in zip(images, raw, probs, emb, stats, strict=True):
+        for path, data, p, e, st in zip(images, raw, done.probs, done.emb, stats, strict=True):
             order = np.argsort(-p)[:top_k]
             top = [{"label": classes[i], "score": float(p[i])} for i in order]
             results.append(
@@ -219,6 +157,8 @@ class ClipHar:
             novel = loaded.novelty.reason(st) if loaded.novelty else None
             if self.review is not None and (novel or self.review.is_uncertain(p)):  # wait for a person to label
                 self.review.offer(data, p, classes, version, Path(path).suffix, novel)
+        pixels = partial(_pixels_of, raw)  # from the bytes: the uploads are gone once this answers
+        self._shadow.after("/predict", request_id, done, pixels)
         return {"model_version": version, "results": results}
 
     @bentoml.api(route="/classify")
@@ -231,13 +171,13 @@ class ClipHar:
             raise InvalidArgument("field 'labels' needs at least one non-empty label")
         if len(labels) > SETTINGS.max_labels or max(len(s) for s in labels) > SETTINGS.max_label_chars:
             raise InvalidArgument(f"at most {SETTINGS.max_labels} labels of {SETTINGS.max_label_chars} characters")
-        _, emb, loaded, _ = await self._infer(partial(self._decode, images))  # image side: the batched worker
-        scores = await asyncio.to_thread(loaded.predictor.zero_shot, emb, labels)  # the same model's text tower
+        done = await self._infer(partial(decode_images, images, settings=SETTINGS))  # image side: the batched worker
+        scores = await asyncio.to_thread(done.loaded.predictor.zero_shot, done.emb, labels)  # its text tower
         results = [
             {"filename": upload_name(p), "scores": {lab: float(s) for lab, s in zip(labels, row, strict=True)}}
             for p, row in zip(images, scores, strict=True)
         ]
-        return {"model_version": loaded.tag, "results": results}
+        return {"model_version": done.loaded.tag, "results": results}
 
     @bentoml.api(route="/predict_video")
     async def predict_video(self, video: Path, fps: float = 1.0) -> dict:
@@ -251,23 +191,26 @@ class ClipHar:
             raise InvalidArgument(f"video must be 1 byte to {SETTINGS.max_video_mb} MB, got {size} bytes")
         from clip_har.preprocess import to_pixels
 
-        def frames(predictor: Predictor) -> tuple[list[np.ndarray], list[float]]:
+        def frames(predictor: Predictor, path: Path = video) -> tuple[list[np.ndarray], list[float]]:
             # each frame becomes the model's uint8 pixels as it is decoded: memory bounded by the model
             pixels = partial(to_pixels, cfg=predictor.preprocess)
             try:
-                sampled = sample_frames(Path(video), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels)
+                sampled = sample_frames(Path(path), fps, SETTINGS.max_frames, pixels, SETTINGS.max_pixels)
             except ValueError as exc:
                 raise InvalidArgument(str(exc)) from exc
             return [px for _, px in sampled], [t for t, _ in sampled]
 
-        probs, _, loaded, times = await self._infer(frames)
-        classes = loaded.classes
+        done = await self._infer(frames)
+        classes, times = done.loaded.classes, done.extra
         per_frame = [
             {"t": t, "label": classes[int(p.argmax())], "score": float(p.max())}
-            for t, p in zip(times, probs, strict=True)
+            for t, p in zip(times, done.probs, strict=True)
         ]
-        segments = [asdict(s) for s in smooth_segments(times, probs, classes, fps)]
-        return {"model_version": loaded.tag, "frames": per_frame, "segments": segments}
+        segments = [asdict(s) for s in smooth_segments(times, done.probs, classes, fps)]
+        if self._shadow.challenger(done.loaded.tag):
+            kept = self._shadow.keep(Path(video))
+            self._shadow.after("/predict_video", uuid.uuid4().hex, done, lambda p: frames(p, kept)[0], (kept,))
+        return {"model_version": done.loaded.tag, "frames": per_frame, "segments": segments}
 
     @bentoml.api(route="/explain")
     async def explain(self, image: Path, label: str = "") -> dict:
@@ -295,26 +238,40 @@ class ClipHar:
             "overlay_png": base64.b64encode(found.overlay_png).decode(),
         }
 
+    @bentoml.api(route="/feedback")
+    async def feedback(self, image: Path, label: str, predicted: str = "", model_version: str = "") -> dict:
+        """A person says the prediction for `image` is wrong and `label` is right: the image goes
+        to the review queue, labelled, for the next data-ingest. The served model scores it again
+        (what it predicts is recorded beside the person's label); `predicted` and `model_version`
+        are what the person saw."""
+        if self.review is None:
+            raise BentoMLException("the review queue is off (CLIP_HAR_REVIEW_DIR=off)", error_code=HTTPStatus.CONFLICT)
+        done = await self._infer(partial(decode_images, [image], settings=SETTINGS))
+        (_, (data,)), loaded = done.extra, done.loaded
+        try:
+            item = await asyncio.to_thread(
+                self.review.feedback, data, done.probs[0], loaded.classes, loaded.tag, Path(image).suffix, label
+            )
+        except ValueError as exc:  # a label the model does not have
+            raise InvalidArgument(str(exc)) from exc
+        except (OverflowError, OSError) as exc:  # full, or the folder cannot be written: nothing kept
+            raise ServiceUnavailable(f"feedback not kept: {exc}") from exc
+        seen = {"predicted": predicted or None, "model_version": model_version or None}
+        return {
+            "id": item.id,
+            "label": item.label,
+            "model_predicted": item.predicted,
+            "seen": seen,
+            "state": "labelled",
+        }
+
     @bentoml.api(route="/admin/reload")
     async def reload(self, ctx: bentoml.Context, model: str = f"{MODEL_NAME}:latest") -> dict:
         """Switch to another model from the store (what `clip-har.model.promoted` triggers).
 
         The new model is loaded and warmed here and in the batched worker before it serves;
         requests in flight finish on the previous one, so none fails during the switch."""
-        token, given = SETTINGS.admin_token, ctx.request.headers.get("x-admin-token", "")
-        # constant time; the server decoded the header's bytes as latin-1, the token is UTF-8 text
-        if token and not hmac.compare_digest(given.encode("latin-1", "replace"), token.encode()):
-            raise BentoMLException("missing or wrong X-Admin-Token header", error_code=HTTPStatus.FORBIDDEN)
-        if not token and not _from_this_machine(ctx.request):
-            raise BentoMLException(
-                "without CLIP_HAR_ADMIN_TOKEN, reloads come from this machine only", error_code=HTTPStatus.FORBIDDEN
-            )
-        # JSON only: a cross-site form or text/plain POST needs no CORS preflight
-        if ctx.request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-            raise BentoMLException(
-                "POST /admin/reload takes a JSON body (Content-Type: application/json)",
-                error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-            )
+        admin.check(ctx, SETTINGS, "/admin/reload")
         async with self._switching:  # the batched worker serialises reloads from every HTTP worker
             try:
                 loaded = await asyncio.to_thread(self.slot.prepare, model)
@@ -324,22 +281,37 @@ class ClipHar:
             # not run) reaches the caller as a 400, and nothing has moved
             try:  # idempotent: retried on a reset connection, like inference
                 switched = await self._ask_worker(partial(self.model.to_async.switch, tag=loaded.tag), RELOAD_S)
-            except BentoMLException as exc:  # the worker's refusal: "Error making request: <status>: <its body>"
-                if exc.error_code >= 500:
-                    raise
-                body = re.sub(r"^Error making request: \d+: ", "", str(exc))
-                raise InvalidArgument(error_message(exc.error_code, body.encode())) from exc
+            except BentoMLException as exc:
+                raise admin.refusal(exc) from exc
             # the other HTTP workers follow at their next request, when the batched worker's
             # answer names this model
             self.slot.activate(loaded)
+        self._shadow.watch.invalidate()  # serving the challenger ends its shadowing
         return switched
+
+    @bentoml.api(route="/admin/shadow")
+    async def set_shadow(self, ctx: bentoml.Context, model: str = "") -> dict:
+        """Score `model` (a stored model other than the served one) in shadow on live traffic: it
+        sees every request /predict and /predict_video answer, only the served model answers.
+        `""` stops. What the rollout decides on is GET /shadow."""
+        admin.check(ctx, SETTINGS, "/admin/shadow")
+        tag = ""
+        if model:
+            try:  # resolved here first: a malformed or unknown tag is a 400 or 404 that moves nothing
+                tag = (await asyncio.to_thread(self.slot.prepare, model)).tag
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from exc
+        try:
+            result = await self._ask_worker(partial(self.model.to_async.set_shadow, tag=tag), RELOAD_S)
+        except BentoMLException as exc:
+            raise admin.refusal(exc) from exc
+        self._shadow.watch.invalidate()
+        return result
 
     @info_app.get("/model")
     async def model_info(self) -> dict:
         """Version, labels and lineage of the model the batched worker is serving now."""
-        # not an inference: its own deadline, so /model answers while inference is overloaded
-        tag = await self._ask_worker(self.model.to_async.serving, INFO_S)
-        loaded = await asyncio.to_thread(self.slot.prepare, tag)
+        loaded = await self._served()
         info = bentoml.models.get(loaded.tag).info
         return {
             "model_version": loaded.tag,
@@ -348,8 +320,46 @@ class ClipHar:
             "lineage": dict(info.metadata),
         }
 
+    async def _served(self) -> Loaded:
+        # not an inference: its own deadline, so /model answers while inference is overloaded
+        tag = await self._ask_worker(self.model.to_async.serving, INFO_S)
+        return await asyncio.to_thread(self.slot.prepare, tag)
 
-_BATCHED = ("/predict", "/classify", "/predict_video")  # through the batched worker
+    @info_app.get("/model/card")
+    async def card(self) -> dict:
+        """What the web app shows about the served model: version, backend, held-out metrics and
+        confusion matrix, data version and lineage, the latest drift verdict, the shadow
+        challenger, and the Prefect and MLflow UIs when they answer."""
+        loaded = await self._served()
+        metadata = dict(bentoml.models.get(loaded.tag).info.metadata)
+        links = await asyncio.to_thread(self._links.get, metadata.get("mlflow_run_id"))
+        args = (loaded.tag, loaded.predictor.backend, loaded.classes, loaded.path, metadata, SETTINGS.state.reports)
+        card = await asyncio.to_thread(model_card, *args, links)
+        shadow = await asyncio.to_thread(summarize, SHADOW_DIR, read_current(SHADOW_DIR))
+        return {**card, "shadow": {k: shadow[k] for k in ("challenger", "requests", "agreement")}}
+
+    @info_app.get("/shadow")
+    async def shadow_status(self) -> dict:
+        """The challenger scoring in shadow (if any) and its record since it started: requests
+        and images scored, agreement with the served model, each model's mean confidence."""
+        champion = await self._ask_worker(self.model.to_async.serving, INFO_S)
+        found = await asyncio.to_thread(summarize, SHADOW_DIR, read_current(SHADOW_DIR))
+        return {"champion": champion, **found}
+
+    @info_app.get("/drift/report")
+    async def drift_report(self) -> FileResponse:
+        """The Evidently report of the latest drift check (HTML, self-contained)."""
+        html = await asyncio.to_thread(latest_report, SETTINGS.state.reports)
+        if html is None:
+            raise HTTPException(404, "no drift report yet: the drift-monitor flow writes one per check")
+        return FileResponse(html, media_type="text/html")
+
+
+def _pixels_of(images: list[bytes], predictor: Predictor) -> list[np.ndarray]:
+    return [predictor.decode_pixels_with_stats(data)[0] for data in images]
+
+
+_BATCHED = ("/predict", "/classify", "/predict_video", "/feedback")  # through the batched worker
 _INFERENCE = (*_BATCHED, "/explain")
 
 
@@ -365,33 +375,4 @@ def _document(spec: dict) -> dict:
     return apidoc.document(spec, SETTINGS, _INFERENCE, _Served.slot.current.classes if _Served.slot else [])
 
 
-# First added, outermost: every answer (the guards' below included) leaves in one error shape.
-ClipHar.add_asgi_middleware(ErrorContract, retry_after_s=SETTINGS.retry_after_s, document=_document)
-ClipHar.add_asgi_middleware(apidoc.IndexPage)  # our page at `/`, in place of BentoML's
-# Bodies over what a route can use are refused before BentoML reads them into memory and temp
-# files: images (plus 1 MB for the other fields), one video, 1 MB for anything else; and a
-# multipart body may hold at most the files and labels allowed plus a few fields.
-_MB = 1_000_000
-ClipHar.add_asgi_middleware(
-    BodyLimit,
-    limits={
-        "/predict": int(SETTINGS.max_files * SETTINGS.max_file_mb * _MB) + _MB,
-        "/classify": int(SETTINGS.max_files * SETTINGS.max_file_mb * _MB) + _MB,
-        "/predict_video": int(SETTINGS.max_video_mb * _MB) + _MB,
-        "/explain": int(SETTINGS.max_file_mb * _MB) + _MB,
-    },
-    default=_MB,
-    max_parts=SETTINGS.max_files + SETTINGS.max_labels + 4,
-)
-# Inside the body limit (an oversized body is refused at once, busy or not): a bounded number of
-# inference requests at work per process, a bounded queue, a 503 for the rest. Explanations have
-# slots of their own: they never take one of /predict's.
-for paths, max_inflight in ((_BATCHED, SETTINGS.max_inflight), (("/explain",), MAX_EXPLAIN)):
-    ClipHar.add_asgi_middleware(
-        Admission,
-        paths=paths,
-        max_inflight=max_inflight,
-        max_queue=SETTINGS.max_queue,
-        retry_after_s=SETTINGS.retry_after_s,
-        max_wait_s=SETTINGS.infer_timeout_s,  # a wait as long as an inference deadline is overload too
-    )
+guards.install(ClipHar, SETTINGS, _document, batched=_BATCHED, image_routes=("/predict", "/classify"))

@@ -33,7 +33,9 @@ def package(exported: ExportSummary, reg: Registration, run_dir: RunDir) -> dict
     from deployments.bento_pack import package as bento_package
 
     lineage = {**json.loads(run_dir.lineage.read_text()), "registry_version": reg.version}
-    return bento_package(Path(exported.onnx_dir), lineage, reg.model_name, model_dir=run_dir.model)
+    return bento_package(
+        Path(exported.onnx_dir), lineage, reg.model_name, model_dir=run_dir.model, eval_report=run_dir.eval_report
+    )
 
 
 @task(name="record-lineage", cache_policy=NO_CACHE)

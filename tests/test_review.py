@@ -128,3 +128,19 @@ def test_a_failed_metadata_write_leaves_no_orphan_image(tmp_path: Path, monkeypa
     q = ReviewQueue(tmp_path)
     assert q.offer(_png(), _probs(0.2), CLASSES, "v1") is None
     assert list((tmp_path / "pending").iterdir()) == []
+
+
+def test_feedback_is_labelled_at_once_and_exported_next(tmp_path: Path) -> None:
+    """A person's correction skips the pending queue: labelled with their label, the model's own
+    prediction kept beside it, exported by the next ingest; the queue's budgets bound it too."""
+    q = ReviewQueue(tmp_path / "q", max_pending=2, recount_s=0)
+    item = q.feedback(b"\x89PNG\r\n\x1a\n", _probs(0.99), CLASSES, "v1", ".png", "running")
+    assert item.label == "running" and item.predicted == "dancing" and item.reason == "feedback"
+    assert q.items() == [] and [i.id for i in q.items("labelled")] == [item.id]
+    with pytest.raises(ValueError, match="unknown label"):
+        q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "juggling")
+    q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")
+    with pytest.raises(OverflowError, match="full"):
+        q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")
+    assert q.export(tmp_path / "out") == 2 and (tmp_path / "out" / "running" / f"{item.id}.png").is_file()
+    q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")  # exported items leave the budget

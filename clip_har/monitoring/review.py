@@ -72,7 +72,8 @@ class ReviewQueue:
         self.root = Path(root)
         self.max_score, self.min_entropy, self.max_pending = max_score, min_entropy, max_pending
         self.max_pending_bytes = int(max_pending_mb * 1e6)
-        self.recount_s, self._count, self._bytes, self._counted_at = recount_s, 0, 0, float("-inf")
+        self.recount_s = recount_s
+        self._usage: dict[str, tuple[int, int, float]] = {}  # folder → (items, image bytes, counted at)
 
     def is_uncertain(self, probs: np.ndarray) -> bool:
         return float(np.max(probs)) < self.max_score or entropy(probs) > self.min_entropy
@@ -98,12 +99,33 @@ class ReviewQueue:
             log.warning("review queue %s: item not kept (%s)", self.root, exc)
             return None
 
+    def feedback(
+        self, image: bytes, probs: np.ndarray, classes: list[str], model_version: str, suffix: str, label: str
+    ) -> ReviewItem:
+        """A person said the prediction is wrong and gave the right label: the image goes to the
+        labelled items at once (the next export ingests it). ValueError for a label the model does
+        not know; OverflowError when the labelled items not yet exported fill the queue's budgets;
+        OSError when the folder cannot be written (nothing half-written is left)."""
+        if label not in classes:
+            raise ValueError(f"unknown label {label!r}; one of: {', '.join(classes)}")
+        item_id = self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), "feedback", label)
+        if item_id is None:
+            raise OverflowError("the review queue is full: label or export the items waiting first")
+        return ReviewItem(**json.loads((self.root / LABELLED / f"{item_id}.json").read_text()))
+
     def _keep(
-        self, image: bytes, probs: np.ndarray, classes: list[str], model_version: str, suffix: str, reason: str
+        self,
+        image: bytes,
+        probs: np.ndarray,
+        classes: list[str],
+        model_version: str,
+        suffix: str,
+        reason: str,
+        label: str | None = None,
     ) -> str | None:
-        pending = self.root / PENDING
-        pending.mkdir(parents=True, exist_ok=True)
-        count, size = self._pending_usage(pending)
+        folder = self.root / (PENDING if label is None else LABELLED)
+        folder.mkdir(parents=True, exist_ok=True)
+        count, size = self._folder_usage(folder)
         if count >= self.max_pending or size + len(image) > self.max_pending_bytes:
             return None
         k = int(np.argmax(probs))
@@ -115,26 +137,34 @@ class ReviewQueue:
             model_version,
             time.time(),
             suffix,
+            label=label,
             reason=reason,
         )
+        image_path = folder / f"{item.id}{item.suffix}"
         try:
-            self.image(item).write_bytes(image)
-            _write_json(pending / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
+            image_path.write_bytes(image)
+            _write_json(folder / f"{item.id}.json", asdict(item))  # last: the JSON marks the item complete
         except OSError:
-            self.image(item).unlink(missing_ok=True)  # no orphan image without its metadata
+            image_path.unlink(missing_ok=True)  # no orphan image without its metadata
             raise
-        self._count, self._bytes = self._count + 1, self._bytes + len(image)
+        count, size, at = self._usage[folder.name]
+        self._usage[folder.name] = (count + 1, size + len(image), at)
         return item.id
 
-    def _pending_usage(self, pending: Path) -> tuple[int, int]:
-        """Pending items and their image bytes, recounted from disk at most every few seconds
-        (people label from other processes); a scan per offer would slow down every request."""
+    def _folder_usage(self, folder: Path) -> tuple[int, int]:
+        """Items in `folder` and their image bytes, recounted from disk at most every few seconds
+        (people label from other processes); a scan per offer would slow down every request. For
+        the labelled items, those exported already do not count: ingest has taken them."""
         now = time.monotonic()
-        if now - self._counted_at > self.recount_s:
-            images = [p for p in pending.iterdir() if p.suffix not in (".json", ".tmp")]
-            self._count, self._bytes = len(images), sum(_size(p) for p in images)
-            self._counted_at = now
-        return self._count, self._bytes
+        count, size, at = self._usage.get(folder.name, (0, 0, float("-inf")))
+        if now - at > self.recount_s:
+            images = [p for p in folder.iterdir() if p.suffix not in (".json", ".tmp")]
+            if folder.name == LABELLED:
+                exported = {i.id for i in self.items(LABELLED) if i.exported}
+                images = [p for p in images if p.stem not in exported]
+            count, size = len(images), sum(_size(p) for p in images)
+            self._usage[folder.name] = (count, size, now)
+        return count, size
 
     def items(self, state: str = PENDING) -> list[ReviewItem]:
         folder = self.root / state
