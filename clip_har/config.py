@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clip_har.classes import DEFAULT_TEMPLATES, HAR_CLASSES, phrase_for
 from clip_har.settings import load_settings
@@ -110,6 +110,27 @@ class RegistryConfig(_Strict):
     experiment: str = "clip-har"  # the MLflow experiment; the registered model's name is a setting
 
 
+class RolloutConfig(_Strict):
+    """How a model that passed the gate replaces the champion (clip_har.rollout)."""
+
+    # Live requests the challenger scores in shadow beside the champion before the decision;
+    # 0: no shadow, the alias moves as soon as the gate passes (the demo and the tests).
+    shadow_requests: int = Field(default=0, ge=0)
+    # Top-1 agreement with the champion on live images: a gated model that disagrees more than
+    # this on real traffic behaves unlike the one the test split measured.
+    min_agreement: float = Field(default=0.8, ge=0.0, le=1.0)
+    # The challenger's accuracy on the review queue's labelled images (people's labels of live
+    # traffic); counted only from `min_reviewed` images on, since few say little and waiting for
+    # people to label would stall every rollout (the decision says when it was not judged).
+    min_reviewed_accuracy: float = Field(default=0.8, ge=0.0, le=1.0)
+    min_reviewed: int = Field(default=30, ge=1)
+    # Share of the shadow requests (scored or failed) the challenger may fail: it would fail them serving.
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    # After a rollout's promotion, a prediction-drift alarm within this many seconds puts the
+    # previous champion back (the drift-monitor flow).
+    rollback_window_s: float = Field(default=86400.0, ge=0.0)
+
+
 class PipelineConfig(_Strict):
     profile: str = "demo"
     data: DataConfig = DataConfig()
@@ -119,6 +140,15 @@ class PipelineConfig(_Strict):
     gate: GateConfig = GateConfig()
     export: ExportConfig = ExportConfig()
     registry: RegistryConfig = RegistryConfig()
+    rollout: RolloutConfig = RolloutConfig()
+
+    @model_validator(mode="after")
+    def _shadow_needs_a_package(self) -> PipelineConfig:
+        if self.rollout.shadow_requests and not (self.export.enabled and self.export.package):
+            raise ValueError(
+                "rollout.shadow_requests > 0 needs export.enabled and export.package (the service shadows a Bento)"
+            )
+        return self
 
 
 def available_profiles() -> list[str]:
@@ -181,7 +211,8 @@ def load_config(profile: str | None = None, overrides: list[str] | tuple[str, ..
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"invalid config ({profile}): {where}: {first['msg']}") from exc
+        what = f"{where}: {first['msg']}" if where else first["msg"].removeprefix("Value error, ")  # a model-wide rule
+        raise ConfigError(f"invalid config ({profile}): {what}") from exc
 
 
 def phrases_for(cfg: PipelineConfig) -> list[str]:

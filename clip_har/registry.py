@@ -1,4 +1,5 @@
-"""MLflow model registry: versions, the `champion` alias, rejected versions, lineage lookups."""
+"""MLflow model registry: versions, the `champion` alias, rejected versions, lineage lookups
+(the `challenger` alias of a shadow rollout: clip_har.rollout_registry)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from clip_har.settings import StateDir
 from clip_har.tracking import client
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"  # a gated model scoring live traffic in shadow before it may become champion
+SHADOW = "shadow"  # the status tag of such a version
 REPORT_ARTIFACT = f"{EVAL}/{EVAL_REPORT}"  # what the evaluate stage logs
 
 
@@ -59,11 +62,14 @@ def champion_report(c: MlflowClient, name: str) -> tuple[str | None, EvalReport 
         return version, EvalReport.load(Path(path))
 
 
-def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, lineage: dict[str, str]) -> Registration:
+def register(
+    c: MlflowClient, name: str, run_id: str, decision: GateDecision, lineage: dict[str, str], shadow: bool = False
+) -> Registration:
     """Create a version for the run's `model/` artifact; move the alias only if the gate passed,
     and only if the champion is still the one the gate compared against (compare-and-set; the
     pipeline holds the model-registry lock around this, so nothing moves in between), else
-    ChampionMoved and nothing is created."""
+    ChampionMoved and nothing is created. `shadow`: a passed model becomes the `challenger`
+    (status "shadow") and the champion stays, until its rollout decides (clip_har.rollout)."""
     if decision.promote and (now := champion_version(c, name)) != decision.champion_version:
         raise ChampionMoved(decision.champion_version, now)
     try:
@@ -72,7 +78,7 @@ def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, li
         if "already exists" not in str(exc).lower() and "RESOURCE_ALREADY_EXISTS" not in str(exc):
             raise
     source = f"{c.get_run(run_id).info.artifact_uri}/{MODEL}"
-    status = "promoting" if decision.promote else "rejected"
+    status = (SHADOW if shadow else "promoting") if decision.promote else "rejected"
     tags = {
         "status": status,
         "macro_f1": f"{decision.candidate_macro_f1:.6f}",
@@ -82,14 +88,17 @@ def register(c: MlflowClient, name: str, run_id: str, decision: GateDecision, li
         tags["rejected_because"] = "; ".join(decision.reasons)[:4000]
     mv = c.create_model_version(name, source=source, run_id=run_id, tags=tags)
     version = str(mv.version)
-    if decision.promote:
+    if decision.promote and shadow:
+        c.set_registered_model_alias(name, CHALLENGER, version)
+    elif decision.promote:
         # The alias is the one switch that moves the champion; everything before it is inert.
         c.set_registered_model_alias(name, CHAMPION, version)
         c.set_model_version_tag(name, version, "status", CHAMPION)
         if decision.champion_version:
             c.set_model_version_tag(name, decision.champion_version, "status", "superseded")
-    status = CHAMPION if decision.promote else tags["status"]
-    return Registration(name, version, decision.promote, champion_version(c, name), status)
+    promoted = decision.promote and not shadow
+    status = CHAMPION if promoted else tags["status"]
+    return Registration(name, version, promoted, champion_version(c, name), status)
 
 
 def champion_status(c: MlflowClient, name: str) -> dict | None:

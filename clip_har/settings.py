@@ -30,6 +30,7 @@ from clip_har.state import env_name as env_name
 DATA_EVENT = "clip-har.data.arrived"
 DRIFT_EVENT = "clip-har.drift.detected"
 PROMOTED_EVENT = "clip-har.model.promoted"
+CHALLENGER_EVENT = "clip-har.model.challenger"  # a gated model is to shadow the champion (rollout-start)
 DATA_RESOURCE = "clip-har.data"  # + ".<dataset name>"
 MODEL_RESOURCE = "clip-har.model"  # + ".<registry version>"
 # The `reason` an automation gives the training run it starts; how a run knows it was

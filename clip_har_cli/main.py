@@ -13,6 +13,7 @@ import typer
 
 from clip_har.config import ConfigError, PipelineConfig, available_profiles, load_config
 from clip_har.settings import Settings, SettingsError, StateDir, load_settings
+from clip_har_cli.rollout import rollout_app
 
 app = typer.Typer(help="clip-har: train, gate and track a CLIP human-action recognizer.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: synthesize, ingest, validate, list versions.", no_args_is_help=True)
@@ -21,6 +22,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(pipeline_app, name="pipeline")
 review_app = typer.Typer(help="The review queue of uncertain predictions (active learning).", no_args_is_help=True)
 app.add_typer(review_app, name="review")
+app.add_typer(rollout_app, name="rollout")
 
 Profile = Annotated[
     str,

@@ -25,6 +25,8 @@ def print_summary(result: dict, state: StateDir) -> None:
         echo(f"  - {r['name']}: {'pass' if r['passed'] else 'FAIL'} - {r['detail']}")
     echo(f"registry:      {reg['model_name']} v{reg['version']} -> {reg['status']}")
     echo(f"champion:      v{reg['champion_version']}")
+    if reg["status"] == "shadow":
+        echo("rollout:       it shadows the champion on live traffic first: `clip-har rollout status`")
     echo(f"run dir:       {result['run_dir']}")
     times = stage_times(result.get("flow_run_id"))
     if times:

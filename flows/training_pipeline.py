@@ -1,5 +1,6 @@
 """training-pipeline: synth/ingest → validate → version → train → evaluate → export → gate →
-register → package (Bento) → `clip-har.model.promoted` for promoted models."""
+register → package (Bento) → `clip-har.model.promoted` for promoted models, or, with
+`rollout.shadow_requests` > 0, a shadow rollout and `clip-har.model.challenger` (flows/rollout.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from clip_har.pipeline.summary import summary
+from clip_har.registry import SHADOW
 from clip_har.settings import load_settings
 from tasks.config import resolve_config, start_run
 from tasks.data import prepare_data, validate_data, version_data
@@ -15,6 +17,7 @@ from tasks.export import export, package, record_lineage
 from tasks.guard import recent_training
 from tasks.model import base_weights, evaluate, publish_links, train
 from tasks.registry import announce_promotion, gate, register
+from tasks.rollout import announce_challenger, begin_rollout
 
 
 @flow(name="training-pipeline", log_prints=True)
@@ -55,6 +58,8 @@ def training_pipeline(
         lineage = record_lineage(state, trained, reg, run_dir, tags)
     if reg.promoted:
         announce_promotion(reg, trained, lineage.get("bento_model", ""))
+    elif reg.status == SHADOW:  # the champion stays until the rollout decides
+        announce_challenger(begin_rollout(cfg, state, reg))
     return {
         **summary(reg, ev, decision, version),
         "lineage": lineage,

@@ -34,9 +34,10 @@ K8S = ROOT / "deployments" / "k8s"
 K8S_VERSIONS = ("1.29", "1.37")
 NOT_MANIFESTS = ("kustomization.yaml", "prefect.yaml")  # kustomize's and Prefect's own files
 SECRET = "clip-har-secrets"  # the one Secret, generated from secrets.env
-# Twins whose event trigger is off on Kubernetes: a reload call would reach one replica of the
-# service, whose image holds only its own model (deployments/k8s/prefect.yaml says more).
-TRIGGER_OFF_ON_K8S = {"service-reload"}
+# Twins whose event trigger (or schedule) is off on Kubernetes: a reload or shadow call would
+# reach one replica of the service, whose image holds only its own model (deployments/k8s/prefect.yaml says more).
+TRIGGER_OFF_ON_K8S = {"service-reload", "rollout-start"}
+SCHEDULE_OFF_ON_K8S = {"rollout-decide"}
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -319,6 +320,8 @@ def test_each_process_deployment_has_a_kubernetes_twin() -> None:
         if name in TRIGGER_OFF_ON_K8S:
             assert all(t["enabled"] is False for t in twin["triggers"]), name
             twin["triggers"] = [{**t, "enabled": True} for t in twin["triggers"]]
+        if name in SCHEDULE_OFF_ON_K8S:
+            assert all(s.pop("active") is False for s in twin["schedules"]), name
         assert twin == dep, name
 
 

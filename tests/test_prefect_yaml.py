@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from clip_har.settings import DATA_EVENT, DRIFT_EVENT, PROMOTED_EVENT
+from clip_har.settings import CHALLENGER_EVENT, DATA_EVENT, DRIFT_EVENT, PROMOTED_EVENT
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +15,7 @@ def test_deployments_point_at_flows_with_valid_parameters() -> None:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
     assert {"training-pipeline", "drift-monitor", "data-ingest", "batch-inference", "service-reload"} <= names
+    assert {"rollout-start", "rollout-decide", "rollout-abort"} <= names
     for dep in spec["deployments"]:
         path, func = dep["entrypoint"].split(":")
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
@@ -27,8 +28,10 @@ def test_deployments_point_at_flows_with_valid_parameters() -> None:
 
 
 def test_events_reach_their_deployments() -> None:
-    """Drift and new data retrain; a promotion switches the running service."""
+    """Drift and new data retrain; a promotion switches the running service; a challenger
+    starts shadowing in it."""
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     expects = {d["name"]: {e for t in d.get("triggers", []) for e in t["expect"]} for d in spec["deployments"]}
     assert expects["training-pipeline"] == {DRIFT_EVENT, DATA_EVENT}
     assert expects["service-reload"] == {PROMOTED_EVENT}
+    assert expects["rollout-start"] == {CHALLENGER_EVENT}

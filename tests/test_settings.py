@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from clip_har.settings import (
+    CHALLENGER_EVENT,
     DATA_EVENT,
     DATA_REASON,
     DATA_RESOURCE,
@@ -57,7 +58,12 @@ def test_every_setting_is_in_the_readme_table_and_nothing_else_is() -> None:
 
 def test_prefect_yaml_uses_the_declared_events_reasons_and_pool() -> None:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    resource_of = {DATA_EVENT: DATA_RESOURCE, DRIFT_EVENT: MODEL_RESOURCE, PROMOTED_EVENT: MODEL_RESOURCE}
+    resource_of = {
+        DATA_EVENT: DATA_RESOURCE,
+        DRIFT_EVENT: MODEL_RESOURCE,
+        PROMOTED_EVENT: MODEL_RESOURCE,
+        CHALLENGER_EVENT: MODEL_RESOURCE,
+    }
     reason_of = {DATA_EVENT: DATA_REASON, DRIFT_EVENT: DRIFT_REASON}
     seen = set()
     for dep in spec["deployments"]:

@@ -1,7 +1,9 @@
 """register: model, gate decision and lineage logged to the run, then a registry version; the
 `champion` alias moves only if the gate passed against the champion that is still champion.
 Two pipelines at once take turns here (the model-registry lock); one that finds the champion
-moved since its gate is gated again against the new one."""
+moved since its gate is gated again against the new one. With `rollout.shadow_requests` > 0 and
+a champion to shadow, a passed model becomes the `challenger` instead (clip_har.rollout); either
+way, a challenger still in shadow is replaced (its rollout ends, aborted, with the reason)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from clip_har.pipeline.export import ExportSummary
 from clip_har.pipeline.prepare_data import DataRef
 from clip_har.pipeline.rundir import MODEL, ONNX, RunDir
 from clip_har.registry import Registration, champion_version, register
+from clip_har.rollout import end_replaced
+from clip_har.rollout_registry import abort_challenger, challenger_version
 from clip_har.settings import StateDir
 from clip_har.tracking import client, git_sha
 from clip_har.train.trainer import TrainResult
@@ -51,7 +55,14 @@ def run(
         run_dir.gate_decision.write_text(decision.to_json())
         c.log_artifact(trained.run_id, str(run_dir.gate_decision))
         c.set_tag(trained.run_id, "gate", "pass" if decision.promote else "reject")
-        reg = register(c, model_name, trained.run_id, decision, lineage)
+        # the first model has no champion to shadow: it is promoted at once
+        shadow = cfg.rollout.shadow_requests > 0 and decision.champion_version is not None
+        replaced = challenger_version(c, model_name) if decision.promote else None
+        reg = register(c, model_name, trained.run_id, decision, lineage, shadow=shadow)
+        if replaced and replaced != reg.version:
+            why = f"replaced by v{reg.version}, {'a newer challenger' if shadow else 'promoted'}"
+            abort_challenger(c, model_name, replaced, why)
+            end_replaced(state, replaced, why)
     return reg, decision
 
 

@@ -19,16 +19,36 @@ def _check(r: httpx.Response, what: str) -> dict:
     return r.json()
 
 
-def switch_model(url: str, model: str, token: str | None = None, timeout: float = 300) -> dict:
-    """Ask the service to serve `model` (a BentoML tag); {"model_version", "previous"}.
-    `token`: the admin token (default: the `admin_token` setting)."""
+def _admin(url: str, path: str, model: str, token: str | None, timeout: float) -> httpx.Response:
+    """POST an admin call with the admin token (default: the `admin_token` setting)."""
     token = load_settings().admin_token if token is None else token
     headers = {"X-Admin-Token": token} if token else {}
     try:
-        r = httpx.post(f"{url}/admin/reload", json={"model": model}, headers=headers, timeout=timeout)
+        return httpx.post(f"{url}{path}", json={"model": model}, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         raise ServiceError(f"service at {url} is not reachable: {exc}") from exc
-    return _check(r, f"service at {url} refused to switch to {model}")
+
+
+def switch_model(url: str, model: str, token: str | None = None, timeout: float = 300) -> dict:
+    """Ask the service to serve `model` (a BentoML tag); {"model_version", "previous"}.
+    `token`: the admin token (default: the `admin_token` setting)."""
+    return _check(_admin(url, "/admin/reload", model, token, timeout), f"service at {url} refused to switch to {model}")
+
+
+def set_shadow(url: str, model: str, token: str | None = None, timeout: float = 300) -> dict:
+    """Ask the service to score its traffic with `model` (a BentoML tag) in shadow beside the
+    champion; "" stops shadowing. {"challenger", "champion"}. `token`: as for `switch_model`."""
+    what = f"shadow {model}" if model else "stop shadowing"
+    return _check(_admin(url, "/admin/shadow", model, token, timeout), f"service at {url} refused to {what}")
+
+
+def shadow_status(url: str, timeout: float = 30) -> dict:
+    """GET /shadow: the challenger in shadow and its figures since it started (see clip_har.rollout)."""
+    try:
+        r = httpx.get(f"{url}/shadow", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ServiceError(f"service at {url} is not reachable: {exc}") from exc
+    return _check(r, f"GET {url}/shadow")
 
 
 def model_info(url: str, timeout: float = 30) -> dict:
