@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: install demo test test-fast serve up down loop-demo bench lint format status clean-state images
+.PHONY: install chromium demo test test-fast serve up down loop-demo bench lint format status clean-state images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,19 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(STAMP)
 
+# The web app's browser test (tests/test_ui.py) drives Debian's Chromium: installed here when it is
+# missing and we are root with apt-get; never fails the build (without it, that test skips).
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+			>/dev/null 2>&1 || echo "make: apt-get could not install chromium; tests/test_ui.py will skip"; \
+	fi
+
 demo: install
 	$(BIN)/clip-har pipeline run --profile demo
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 # The inner-loop lane: the suite without the `slow` and `integration` tests (`make test` runs all).
