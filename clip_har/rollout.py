@@ -268,10 +268,18 @@ def should_roll_back(
 
 
 def begin(state: StateDir, name: str, version: str, gated_against: str, cfg: RolloutConfig) -> Rollout:
-    """The rollout of challenger `version` (registered and packaged by the training pipeline)."""
+    """The rollout of challenger `version` (registered and packaged by the training pipeline).
+    RolloutError if a newer registration replaced it meanwhile (two runs packaging at once): the
+    state then stays the newer one's."""
     c = client(state.mlflow_uri)
     mine, theirs = version_tags(c, name, version), version_tags(c, name, gated_against)
     with file_lock(state.model_lock):
+        now = challenger_version(c, name), champion_version(c, name)
+        if now != (version, gated_against):
+            raise RolloutError(
+                f"v{version} is no longer the challenger beside champion v{gated_against}"
+                f" (the registry names challenger {now[0] or 'none'}, champion {now[1] or 'none'}): no rollout started"
+            )
         rollout = Rollout(
             model_name=name,
             challenger_version=version,

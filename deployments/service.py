@@ -207,8 +207,7 @@ class ClipHar:
             for t, p in zip(times, done.probs, strict=True)
         ]
         segments = [asdict(s) for s in smooth_segments(times, done.probs, classes, fps)]
-        if self._shadow.challenger(done.loaded.tag):
-            kept = self._shadow.keep(Path(video))
+        if self._shadow.challenger(done.loaded.tag) and (kept := await self._shadow.keep(Path(video))):
             self._shadow.after("/predict_video", uuid.uuid4().hex, done, lambda p: frames(p, kept)[0], (kept,))
         return {"model_version": done.loaded.tag, "frames": per_frame, "segments": segments}
 
@@ -240,10 +239,10 @@ class ClipHar:
 
     @bentoml.api(route="/feedback")
     async def feedback(self, image: Path, label: str, predicted: str = "", model_version: str = "") -> dict:
-        """A person says the prediction for `image` is wrong and `label` is right: the image goes
-        to the review queue, labelled, for the next data-ingest. The served model scores it again
-        (what it predicts is recorded beside the person's label); `predicted` and `model_version`
-        are what the person saw."""
+        """A user says the prediction for `image` is wrong and `label` is right: the image waits in
+        the review queue with that label, for a reviewer to confirm before it goes to data-ingest
+        (anyone who can reach the service can send one). The served model scores it again (what it
+        predicts is kept beside the label); `predicted` and `model_version` are what the user saw."""
         if self.review is None:
             raise BentoMLException("the review queue is off (CLIP_HAR_REVIEW_DIR=off)", error_code=HTTPStatus.CONFLICT)
         done = await self._infer(partial(decode_images, [image], settings=SETTINGS))
@@ -262,7 +261,7 @@ class ClipHar:
             "label": item.label,
             "model_predicted": item.predicted,
             "seen": seen,
-            "state": "labelled",
+            "state": "pending",
         }
 
     @bentoml.api(route="/admin/reload")
@@ -286,7 +285,7 @@ class ClipHar:
             # the other HTTP workers follow at their next request, when the batched worker's
             # answer names this model
             self.slot.activate(loaded)
-        self._shadow.watch.invalidate()  # serving the challenger ends its shadowing
+        self._shadow.watch.invalidate()  # a switch ends shadowing
         return switched
 
     @bentoml.api(route="/admin/shadow")
@@ -335,7 +334,7 @@ class ClipHar:
         links = await asyncio.to_thread(self._links.get, metadata.get("mlflow_run_id"))
         args = (loaded.tag, loaded.predictor.backend, loaded.classes, loaded.path, metadata, SETTINGS.state.reports)
         card = await asyncio.to_thread(model_card, *args, links)
-        shadow = await asyncio.to_thread(summarize, SHADOW_DIR, read_current(SHADOW_DIR))
+        shadow = await asyncio.to_thread(lambda: summarize(SHADOW_DIR, read_current(SHADOW_DIR)))
         return {**card, "shadow": {k: shadow[k] for k in ("challenger", "requests", "agreement")}}
 
     @info_app.get("/shadow")
@@ -343,7 +342,7 @@ class ClipHar:
         """The challenger scoring in shadow (if any) and its record since it started: requests
         and images scored, agreement with the served model, each model's mean confidence."""
         champion = await self._ask_worker(self.model.to_async.serving, INFO_S)
-        found = await asyncio.to_thread(summarize, SHADOW_DIR, read_current(SHADOW_DIR))
+        found = await asyncio.to_thread(lambda: summarize(SHADOW_DIR, read_current(SHADOW_DIR)))
         return {"champion": champion, **found}
 
     @info_app.get("/drift/report")
@@ -352,7 +351,10 @@ class ClipHar:
         html = await asyncio.to_thread(latest_report, SETTINGS.state.reports)
         if html is None:
             raise HTTPException(404, "no drift report yet: the drift-monitor flow writes one per check")
-        return FileResponse(html, media_type="text/html")
+        # Evidently's page runs its own scripts: sandboxed, so they cannot act as this origin (whose
+        # loopback callers may reload models without a token)
+        csp = {"Content-Security-Policy": "sandbox allow-scripts"}
+        return FileResponse(html, media_type="text/html", headers=csp)
 
 
 def _pixels_of(images: list[bytes], predictor: Predictor) -> list[np.ndarray]:

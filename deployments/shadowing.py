@@ -12,7 +12,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+import aiohttp
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 
 from clip_har.serving.shadow import ShadowLog, ShadowWatch, compare
 from deployments.worker import NO_SHADOW
@@ -49,19 +51,36 @@ class ShadowScorer:
         challenger = self.watch.current().challenger
         return challenger if challenger != served else None
 
-    def keep(self, upload: Path) -> Path:
+    async def keep(self, upload: Path) -> Path | None:
         """A name for an uploaded file that outlives the request (BentoML deletes uploads when it
-        answers): a hard link, no copy, where the file system allows; removed after scoring."""
-        kept = Path(tempfile.mkdtemp(prefix="clip-har-shadow-")) / Path(upload).name
+        answers): a hard link, no copy, where the file system allows; removed after scoring.
+        None when it cannot be kept (the request is then not shadow-scored, and answers as ever)."""
+
+        def link() -> Path:
+            folder = Path(tempfile.mkdtemp(prefix="clip-har-shadow-"))
+            kept = folder / Path(upload).name
+            try:
+                try:
+                    os.link(upload, kept)
+                except OSError:  # another file system
+                    shutil.copyfile(upload, kept)
+            except OSError:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            return kept
+
         try:
-            os.link(upload, kept)
-        except OSError:
-            shutil.copyfile(upload, kept)
-        return kept
+            return await asyncio.to_thread(link)
+        except OSError as exc:
+            why = f"upload not kept: {exc}"[:300]
+            self.log.append({"challenger": self.watch.current().challenger, "status": "skipped", "why": why})
+            return None
 
     def after(self, route: str, request_id: str, done: Inferred, again: Pixels, kept: tuple[Path, ...] = ()) -> None:
         """Score what the champion just answered, in the background (if a challenger shadows):
-        it never changes an answer, nor delays one beyond sharing the cores. `again`: the
+        it never changes an answer. It does cost time: the challenger runs in the batched worker
+        beside the champion (bench/shadow.py measures it), which is why at most `limit` scorings
+        run at once and the rest are skipped. `again`: the
         request's input as a model's pixels, for a challenger of another input size (from the
         request's bytes, or from files `kept`)."""
         challenger = self.challenger(done.loaded.tag)
@@ -83,8 +102,9 @@ class ShadowScorer:
         start = time.perf_counter()
         try:
             challenger = await asyncio.to_thread(self.slot.prepare, record["challenger"])
-            size = challenger.predictor.preprocess.image_size
-            same = size == done.loaded.predictor.preprocess.image_size  # uint8 pixels: normalised per model
+            mine, theirs = challenger.predictor.preprocess, done.loaded.predictor.preprocess
+            # uint8 pixels, normalised per model: the same if they are sized the same way
+            same = (mine.image_size, mine.interpolation) == (theirs.image_size, theirs.interpolation)
             pixels = done.pixels if same else await asyncio.to_thread(again, challenger.predictor)
             rows = await self.rows(pixels)
             if generations(rows) != {challenger.generation} or any(len(row) == 1 for row in rows):
@@ -95,6 +115,8 @@ class ShadowScorer:
             scores = compare(done.probs, done.loaded.classes, probs, challenger.classes)
             ms = round((time.perf_counter() - start) * 1e3, 2)
             self.log.append({**record, "status": "scored", **scores, "shadow_ms": ms})
+        except (ServiceUnavailable, TimeoutError, aiohttp.ClientError) as exc:  # load, not the challenger
+            self.log.append({**record, "status": "skipped", "why": f"busy: {type(exc).__name__}: {exc}"[:300]})
         except Exception as exc:  # the shadow never fails anything: it is logged, and that is all
             self.log.append({**record, "status": "error", "why": f"{type(exc).__name__}: {exc}"[:300]})
 

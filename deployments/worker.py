@@ -60,12 +60,13 @@ class HarModel:
     @bentoml.api
     async def switch(self, tag: str) -> dict:
         """Load, warm and then serve `tag` (off the loop: batches keep running meanwhile); in-flight
-        batches finish on the previous model. Serving the challenger ends its shadowing."""
+        batches finish on the previous model. A switch ends shadowing: the challenger was compared
+        with the model served until now (its promotion, a rollback, or another model promoted)."""
         try:
             loaded, previous = await asyncio.to_thread(self.slot.switch, tag)
         except ValueError as exc:  # the model does not load or run: keep serving the current one
             raise InvalidArgument(str(exc)) from exc
-        if self.shadow is not None and self.shadow.tag == loaded.tag:
+        if self.shadow is not None and loaded.tag != (previous.tag if previous else None):
             self.shadow = None
             await asyncio.to_thread(write_current, SHADOW_DIR, None)
         return {"model_version": loaded.tag, "previous": previous.tag if previous else None}

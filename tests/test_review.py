@@ -130,17 +130,20 @@ def test_a_failed_metadata_write_leaves_no_orphan_image(tmp_path: Path, monkeypa
     assert list((tmp_path / "pending").iterdir()) == []
 
 
-def test_feedback_is_labelled_at_once_and_exported_next(tmp_path: Path) -> None:
-    """A person's correction skips the pending queue: labelled with their label, the model's own
-    prediction kept beside it, exported by the next ingest; the queue's budgets bound it too."""
+def test_feedback_waits_with_its_label_until_a_reviewer_confirms(tmp_path: Path) -> None:
+    """A user's correction waits in the queue with their label as a suggestion (anyone who can
+    reach the service can send one): a reviewer confirms it, then it is exported like any
+    labelled item; the queue's budgets bound it too."""
     q = ReviewQueue(tmp_path / "q", max_pending=2, recount_s=0)
     item = q.feedback(b"\x89PNG\r\n\x1a\n", _probs(0.99), CLASSES, "v1", ".png", "running")
     assert item.label == "running" and item.predicted == "dancing" and item.reason == "feedback"
-    assert q.items() == [] and [i.id for i in q.items("labelled")] == [item.id]
+    assert [i.id for i in q.items()] == [item.id] and q.items("labelled") == []
+    assert q.export(tmp_path / "out") == 0  # not before a reviewer confirms
     with pytest.raises(ValueError, match="unknown label"):
         q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "juggling")
     q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")
     with pytest.raises(OverflowError, match="full"):
         q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")
-    assert q.export(tmp_path / "out") == 2 and (tmp_path / "out" / "running" / f"{item.id}.png").is_file()
-    q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")  # exported items leave the budget
+    q.label(item.id, "running", CLASSES)
+    assert q.export(tmp_path / "out") == 1 and (tmp_path / "out" / "running" / f"{item.id}.png").is_file()
+    q.feedback(b"img", _probs(0.99), CLASSES, "v1", ".jpg", "eating")  # a confirmed item leaves the pending budget

@@ -119,6 +119,15 @@ def test_a_shadow_registration_leaves_the_champion_and_the_rollout_records_both(
         ro.in_shadow(state, "clip-har:other")  # a stale challenger event
 
 
+def test_a_replaced_challenger_starts_no_rollout(state: StateDir) -> None:
+    """Two runs packaging at once: the older one's rollout must not overwrite the newer one's."""
+    newer = _in_shadow(state)
+    assert _add(state, "1", True, "clip-har:three") == "3"  # v3 replaces v2 as the challenger
+    with pytest.raises(ro.RolloutError, match="v2 is no longer the challenger"):
+        ro.begin(state, NAME, "2", "1", RULES)
+    assert ro.load_rollout(state.rollout) == newer  # untouched: v3's own begin writes it
+
+
 def test_promote_moves_the_alias_with_compare_and_set(state: StateDir) -> None:
     rollout = _in_shadow(state)
     promoted = ro.promote(state, rollout, "agreement 0.95")

@@ -93,10 +93,10 @@ def test_feedback_puts_the_image_in_the_review_queue_with_the_chosen_label(serve
     r = _post(f"{server.url}/feedback", image, {"label": labels[3], "predicted": labels[0], "model_version": "x"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["label"] == labels[3] and body["state"] == "labelled" and body["model_predicted"] in labels
-    item = json.loads((server.review / "labelled" / f"{body['id']}.json").read_text())
+    assert body["label"] == labels[3] and body["state"] == "pending" and body["model_predicted"] in labels
+    item = json.loads((server.review / "pending" / f"{body['id']}.json").read_text())  # for a reviewer to confirm
     assert item["label"] == labels[3] and item["reason"] == "feedback" and item["model_version"] == server.tags[0]
-    assert (server.review / "labelled" / f"{body['id']}{item['suffix']}").read_bytes() == jpgs[0]
+    assert (server.review / "pending" / f"{body['id']}{item['suffix']}").read_bytes() == jpgs[0]
     for files, data, needle in (
         (image, {"label": "juggling"}, "unknown label"),
         (image, {}, "label"),
@@ -104,7 +104,8 @@ def test_feedback_puts_the_image_in_the_review_queue_with_the_chosen_label(serve
     ):
         r = _post(f"{server.url}/feedback", files, data)
         assert r.status_code == 400 and needle in r.json()["error"], (data, r.text)
-    assert len(list((server.review / "labelled").glob("*.json"))) == 1  # a refusal keeps nothing
+    kept = [json.loads(p.read_text()) for p in (server.review / "pending").glob("*.json")]
+    assert [i["id"] for i in kept if i["reason"] == "feedback"] == [body["id"]]  # a refusal keeps nothing
 
 
 def test_model_card(server: Server) -> None:

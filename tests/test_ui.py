@@ -178,8 +178,9 @@ def test_feedback_lands_in_the_review_queue(photo_card: Locator, ui_server: Serv
     select.select_option(chosen)
     card.get_by_test_id("feedback-btn").click()
     expect(card.get_by_test_id("feedback-status")).to_have_text(f"Thanks — queued for review as {chosen}")
-    items = [json.loads(p.read_text()) for p in (ui_server.review / "labelled").glob("*.json")]
-    assert [item["label"] for item in items] == [chosen], items
+    items = [json.loads(p.read_text()) for p in (ui_server.review / "pending").glob("*.json")]
+    # waiting, with the chosen label, for a reviewer to confirm (`clip-har review label`)
+    assert [item["label"] for item in items if item["reason"] == "feedback"] == [chosen], items
 
 
 def test_a_video_is_shown_as_a_timeline(

@@ -102,16 +102,18 @@ class ReviewQueue:
     def feedback(
         self, image: bytes, probs: np.ndarray, classes: list[str], model_version: str, suffix: str, label: str
     ) -> ReviewItem:
-        """A person said the prediction is wrong and gave the right label: the image goes to the
-        labelled items at once (the next export ingests it). ValueError for a label the model does
-        not know; OverflowError when the labelled items not yet exported fill the queue's budgets;
-        OSError when the folder cannot be written (nothing half-written is left)."""
+        """A user says the prediction is wrong and names the right label: the image waits in the
+        queue with that label as a suggestion (reason "feedback"), which a reviewer confirms
+        (`clip-har review label`) before it counts as labelled data: anyone who can reach the
+        service can send one, so it never goes to training unchecked. ValueError for a label the
+        model does not know; OverflowError when the queue's budgets are full; OSError when the
+        folder cannot be written (nothing half-written is left)."""
         if label not in classes:
             raise ValueError(f"unknown label {label!r}; one of: {', '.join(classes)}")
         item_id = self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), "feedback", label)
         if item_id is None:
             raise OverflowError("the review queue is full: label or export the items waiting first")
-        return ReviewItem(**json.loads((self.root / LABELLED / f"{item_id}.json").read_text()))
+        return ReviewItem(**json.loads((self.root / PENDING / f"{item_id}.json").read_text()))
 
     def _keep(
         self,
@@ -123,7 +125,7 @@ class ReviewQueue:
         reason: str,
         label: str | None = None,
     ) -> str | None:
-        folder = self.root / (PENDING if label is None else LABELLED)
+        folder = self.root / PENDING
         folder.mkdir(parents=True, exist_ok=True)
         count, size = self._folder_usage(folder)
         if count >= self.max_pending or size + len(image) > self.max_pending_bytes:
@@ -153,15 +155,11 @@ class ReviewQueue:
 
     def _folder_usage(self, folder: Path) -> tuple[int, int]:
         """Items in `folder` and their image bytes, recounted from disk at most every few seconds
-        (people label from other processes); a scan per offer would slow down every request. For
-        the labelled items, those exported already do not count: ingest has taken them."""
+        (people label from other processes); a scan per offer would slow down every request."""
         now = time.monotonic()
         count, size, at = self._usage.get(folder.name, (0, 0, float("-inf")))
         if now - at > self.recount_s:
             images = [p for p in folder.iterdir() if p.suffix not in (".json", ".tmp")]
-            if folder.name == LABELLED:
-                exported = {i.id for i in self.items(LABELLED) if i.exported}
-                images = [p for p in images if p.stem not in exported]
             count, size = len(images), sum(_size(p) for p in images)
             self._usage[folder.name] = (count, size, now)
         return count, size

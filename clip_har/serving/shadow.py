@@ -30,10 +30,12 @@ class Shadowing:
 
 
 def read_current(folder: Path) -> Shadowing:
+    """Which model shadows; none when the file is missing or unreadable (then nothing shadows,
+    rather than the service failing to start or to answer)."""
     path = Path(folder) / CURRENT
     try:
         return Shadowing(**json.loads(path.read_text()))
-    except FileNotFoundError:
+    except (OSError, ValueError, TypeError):
         return Shadowing()
 
 
@@ -57,10 +59,7 @@ class ShadowWatch:
 
     def current(self) -> Shadowing:
         if time.monotonic() - self._at > self.ttl_s:
-            try:
-                self._seen = read_current(self.folder)
-            except (OSError, ValueError, TypeError):  # unreadable: shadow nothing, try again later
-                self._seen = Shadowing()
+            self._seen = read_current(self.folder)
             self._at = time.monotonic()
         return self._seen
 
