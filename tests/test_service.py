@@ -70,11 +70,13 @@ class Server:
         _stop(self.proc)
 
 
-def _save_to_store(onnx_dir: Path, lineage: dict[str, str], env: dict[str, str]) -> str:
+def _save_to_store(onnx_dir: Path, lineage: dict[str, str], env: dict[str, str], **extra: Path) -> str:
+    """save_to_store in a process of its own (BentoML reads BENTOML_HOME at import); `extra`:
+    its model_dir= and eval_report= paths."""
+    args = ", ".join([f"Path({str(onnx_dir)!r})", repr(lineage), *(f"{k}=Path({str(v)!r})" for k, v in extra.items())])
     code = (
         "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        "from deployments.bento_pack import save_to_store;"
-        f"print(save_to_store(Path({str(onnx_dir)!r}), {lineage!r}))"
+        f"from deployments.bento_pack import save_to_store; print(save_to_store({args}))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,24 +14,13 @@ import httpx
 import numpy as np
 import pytest
 import test_service
-from test_service import ADMIN, ROOT, Server, Store, _post, running_server
+from test_service import ADMIN, Server, Store, _post, _save_to_store, running_server
 
 from clip_har.export.onnx_export import export_untrained
 from clip_har.metrics import compute_metrics
 
 pytestmark = pytest.mark.integration
 jpgs = test_service.jpgs  # the module fixture: the tiny data set's photos as JPEG bytes
-
-
-def _save(onnx: Path, lineage: dict[str, str], env: dict[str, str], report: Path | None = None) -> str:
-    """save_to_store in a process of its own (BentoML reads BENTOML_HOME at import)."""
-    args = f"Path({str(onnx)!r}), {lineage!r}, eval_report=" + (f"Path({str(report)!r})" if report else "None")
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        f"from deployments.bento_pack import save_to_store; print(save_to_store({args}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +35,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     probs = rng.dirichlet(np.ones(len(classes)), 60)
     report = compute_metrics(probs, rng.integers(0, len(classes), 60), classes).save(tmp / "report.json")
     lineage = {"data_version": "tiny-v1", "mlflow_run_id": "r0", "registry_version": "1"}
+    challenger = export_untrained(tmp / "onnx1", 1, overrides=("model.preset=demo",))
     tags = (
-        _save(champion, lineage, env, report),
-        _save(export_untrained(tmp / "onnx1", 1, overrides=("model.preset=demo",)), {"data_version": "tiny-v2"}, env),
+        _save_to_store(champion, lineage, env, eval_report=report),
+        _save_to_store(challenger, {"data_version": "tiny-v2"}, env),
     )
     return Store(tmp / "bentoml", tags, "")
 

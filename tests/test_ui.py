@@ -10,8 +10,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from decimal import ROUND_HALF_UP, Decimal
@@ -23,7 +21,7 @@ import pandas as pd
 import pytest
 import test_service
 from PIL import Image
-from test_service import ADMIN, ROOT, Server, Store, running_server
+from test_service import ADMIN, Server, Store, _save_to_store, running_server
 
 from clip_har.export.onnx_export import export_untrained
 from clip_har.metrics import compute_metrics
@@ -42,18 +40,6 @@ TIMEOUT_MS = 30_000  # per step: a busy 2-core machine runs the service and the 
 CHROMIUM_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
-def _save(onnx: Path, lineage: dict[str, str], env: dict[str, str], **extra: Path) -> str:
-    """save_to_store in a process of its own (BentoML reads BENTOML_HOME at import); `extra`:
-    its model_dir= and eval_report= paths."""
-    args = ", ".join([f"Path({str(onnx)!r})", repr(lineage), *(f"{k}=Path({str(v)!r})" for k, v in extra.items())])
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        f"from deployments.bento_pack import save_to_store; print(save_to_store({args}))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def ui_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """The served model (the demo architecture, untrained) with its PyTorch weights (/explain
@@ -66,8 +52,8 @@ def ui_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     probs = rng.dirichlet(np.ones(len(classes)), 60)
     report = compute_metrics(probs, rng.integers(0, len(classes), 60), classes).save(tmp / "report.json")
     lineage = {"data_version": "demo-v1", "mlflow_run_id": "r1", "registry_version": "3"}
-    served = _save(onnx, lineage, env, model_dir=onnx.with_name(onnx.name + "-torch"), eval_report=report)
-    challenger = _save(export_untrained(tmp / "onnx4", 4), {"data_version": "tiny-v4"}, env)
+    served = _save_to_store(onnx, lineage, env, model_dir=onnx.with_name(onnx.name + "-torch"), eval_report=report)
+    challenger = _save_to_store(export_untrained(tmp / "onnx4", 4), {"data_version": "tiny-v4"}, env)
     return Store(tmp / "bentoml", (served, challenger), "")
 
 
