@@ -292,6 +292,15 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _wait_gone(pgid: int, seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while _group_alive(pgid):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.3)
+    return True
+
+
 def down(echo=print) -> list[str]:
     settings = load_settings()
     state = settings.state
@@ -304,11 +313,9 @@ def down(echo=print) -> list[str]:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-        deadline = time.time() + 30
-        while _group_alive(pid) and time.time() < deadline:
-            time.sleep(0.3)
-        if _group_alive(pid):
+        if not _wait_gone(pid, 30):
             os.killpg(pid, signal.SIGKILL)
+            _wait_gone(pid, 10)  # stopped means gone: the next process may take its port
         _pidfile(state, name).unlink(missing_ok=True)
         stopped.append(name)
         echo(f"stopped {name} (pid {pid})")
