@@ -472,13 +472,7 @@ def explain_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     onnx = export_untrained(tmp / "onnx", 3, overrides=("model.preset=demo",))
     weights = onnx.with_name(onnx.name + "-torch")  # export_untrained's PyTorch artifact
-    code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, '.');"
-        "from deployments.bento_pack import save_to_store;"
-        f"print(save_to_store(Path({str(onnx)!r}), {{'data_version': 'demo-v1'}}, model_dir=Path({str(weights)!r})))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-    tag = out.stdout.strip().splitlines()[-1]
+    tag = _save_to_store(onnx, {"data_version": "demo-v1"}, env, model_dir=weights)
     return Store(home, (tag, tag), "")
 
 

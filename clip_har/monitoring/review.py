@@ -94,7 +94,8 @@ class ReviewQueue:
         if reason is None:
             return None
         try:
-            return self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), reason)
+            item = self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), reason)
+            return item.id if item else None
         except OSError as exc:
             log.warning("review queue %s: item not kept (%s)", self.root, exc)
             return None
@@ -110,10 +111,10 @@ class ReviewQueue:
         folder cannot be written (nothing half-written is left)."""
         if label not in classes:
             raise ValueError(f"unknown label {label!r}; one of: {', '.join(classes)}")
-        item_id = self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), "feedback", label)
-        if item_id is None:
+        item = self._keep(image, probs, classes, model_version, stored_suffix(image, suffix), "feedback", label)
+        if item is None:
             raise OverflowError("the review queue is full: label or export the items waiting first")
-        return ReviewItem(**json.loads((self.root / PENDING / f"{item_id}.json").read_text()))
+        return item
 
     def _keep(
         self,
@@ -124,7 +125,7 @@ class ReviewQueue:
         suffix: str,
         reason: str,
         label: str | None = None,
-    ) -> str | None:
+    ) -> ReviewItem | None:
         folder = self.root / PENDING
         folder.mkdir(parents=True, exist_ok=True)
         count, size = self._folder_usage(folder)
@@ -151,7 +152,7 @@ class ReviewQueue:
             raise
         count, size, at = self._usage[folder.name]
         self._usage[folder.name] = (count + 1, size + len(image), at)
-        return item.id
+        return item
 
     def _folder_usage(self, folder: Path) -> tuple[int, int]:
         """Items in `folder` and their image bytes, recounted from disk at most every few seconds
