@@ -89,5 +89,11 @@ def to_array(im: Image.Image, cfg: PreprocessConfig) -> np.ndarray:
     return normalize(to_pixels(im, cfg), cfg)
 
 
+def pixels(src: str | Path | bytes, cfg: PreprocessConfig) -> np.ndarray:
+    """Decode → uint8 [3, S, S]: `preprocess` without the normalisation, which training does on
+    the device (`normalize` gives the same values on the host)."""
+    return to_pixels(load_image(src), cfg)
+
+
 def preprocess(src: str | Path | bytes, cfg: PreprocessConfig) -> np.ndarray:
     return to_array(load_image(src), cfg)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-from mlflow.tracking import MlflowClient
+from clip_har.state import env_name
 
-from clip_har.settings import env_name
+if TYPE_CHECKING:  # imported where used: training imports this module on machines without MLflow or httpx
+    from mlflow.tracking import MlflowClient
 
 _answered: set[str] = set()  # servers this process has reached
 
@@ -26,6 +27,8 @@ def is_server(tracking_uri: str) -> bool:
 
 
 def client(tracking_uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
     if is_server(tracking_uri):
         check_server(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -36,6 +39,8 @@ def check_server(url: str, timeout: float = 10.0) -> None:
     client retries a refused connection for minutes before it says anything."""
     if url in _answered:
         return
+    import httpx
+
     try:
         httpx.get(f"{url}/health", timeout=timeout)  # any answer will do: a proxy may want a login
     except httpx.HTTPError as exc:

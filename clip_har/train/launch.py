@@ -2,8 +2,9 @@
 
 Multi-process strategies (DDP, FSDP) re-execute the launching command in every rank, so the
 pipeline starts training through this small entry point rather than from inside a flow.
-Rank 0 writes the TrainResult as JSON to --result. `argv()` builds the command line the
-pipeline's train stage and `clip-har train` both use.
+Rank 0 writes the TrainResult as JSON to --result. Without --tracking-uri it trains with no
+MLflow at all (nothing imports it), as on a GPU machine that lacks the MLOps stack. `argv()`
+builds the command line the pipeline's train stage and `clip-har train` both use.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def main(args: list[str] | None = None) -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--data-root", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--tracking-uri", required=True)
+    ap.add_argument("--tracking-uri", default="", help="MLflow tracking URI; empty: no MLflow (CSV metrics in --out)")
     ap.add_argument("--base-weights", type=Path)
     ap.add_argument("--data-version", default="unversioned")
     ap.add_argument("--resume", type=Path)

@@ -1,15 +1,82 @@
-"""LightningModule for the classifier: receives the network from outside, owns loss/optim."""
+"""LightningModule for the classifier: receives the network from outside, owns loss/optim and the
+device-side half of preprocessing (uint8 batches are normalised, and mirrored in training, there)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import SingleDeviceStrategy, Strategy
+from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from clip_har.models.classifier import CLIPClassifier, visual_blocks
+
+
+def is_convnet(visual: nn.Module) -> bool:
+    """An image tower made of convolutions (ResNet, ConvNeXt…): a ViT has one, its patch embedding."""
+    return sum(isinstance(m, nn.Conv2d) for m in visual.modules()) > 1
+
+
+def wants_channels_last(visual: nn.Module, device: torch.device, distributed: bool) -> bool:
+    """Channels-last pays where it was measured to (convolutions on CPU, ~25-50% faster) and
+    nowhere else: a ViT gains nothing, and under DDP/FSDP a changed memory format breaks
+    flat-parameter views (FSDP1's `param.view(-1)`) or fights with the sharded layout."""
+    return device.type == "cpu" and not distributed and is_convnet(visual)
+
+
+def is_distributed(strategy: Strategy) -> bool:
+    """DDP, FSDP2 (ModelParallelStrategy)…: anything but one plain device, even with one process."""
+    return not isinstance(strategy, SingleDeviceStrategy)
+
+
+def random_hflip(x: torch.Tensor) -> torch.Tensor:
+    """Mirror each image independently with probability 1/2 (mirror images are the same action)."""
+    mirror = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(mirror[:, None, None, None], x.flip(-1), x)
+
+
+def normalize_pixels(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 3, S, S] → float32, as `preprocess.normalize` does on the host: the same float32
+    operations in the same order, so the values match it. In place after the one copy that
+    `float()` makes; keeps the memory format of `x`."""
+    return x.float().div_(255.0).sub_(mean.float()).div_(std.float())
+
+
+def prepare_images(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *, flip: bool, channels_last: bool
+) -> torch.Tensor:
+    """A batch as it reaches the device → the model's input. Flipping and the layout change run on
+    the uint8 pixels (a quarter of the bytes); float batches are taken as already normalised."""
+    if flip:
+        x = random_hflip(x)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if x.dtype == torch.uint8:
+        x = normalize_pixels(x, mean, std)
+    return x
+
+
+def adamw_kwargs(params: Iterable[torch.Tensor]) -> dict[str, Any]:
+    """Fused AdamW (one kernel for all parameters) where they all live on CUDA GPUs; PyTorch's
+    default elsewhere (the CPU demo measured no gain to chase)."""
+    devices = {p.device.type for p in params}
+    return {"fused": True} if devices == {"cuda"} else {}
+
+
+def compile_in_place(model: CLIPClassifier, sharded: bool, backend: str = "inductor") -> None:
+    """torch.compile without renaming parameters (`_orig_mod.` would break checkpoints and
+    `_best_state`). Sharded (FSDP2): each image-tower block's forward, so FSDP's gather/free hooks
+    stay outside the compiled graphs; otherwise the whole classifier."""
+    if sharded:
+        for block in visual_blocks(model.visual):
+            block.forward = torch.compile(block.forward, backend=backend)  # type: ignore[method-assign]
+    else:
+        model.compile(backend=backend)
 
 
 class HARModule(L.LightningModule):
@@ -21,38 +88,60 @@ class HARModule(L.LightningModule):
         head_lr: float | None = None,
         weight_decay: float = 0.05,
         label_smoothing: float = 0.0,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
         self.save_hyperparameters(ignore=["model"])
+        # Not persistent: normalisation travels in the artifact's metadata; checkpoints keep only
+        # `model.*` weights, as before, so older ones still load strictly.
+        self.register_buffer("pixel_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_classes, average="macro")
         self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self._channels_last = False
+        self._compiled = False
 
     def configure_model(self) -> None:
-        """FSDP2 (ModelParallelStrategy): shard each image-tower block, then the whole model."""
+        """FSDP2 (ModelParallelStrategy): shard each image-tower block, then the whole model; then
+        compile, when asked (the trainer asks only on CUDA)."""
         mesh = self.device_mesh
-        if mesh is None:
-            return
-        from torch.distributed.fsdp import fully_shard
+        if mesh is not None:
+            from torch.distributed.fsdp import fully_shard
 
-        dp = mesh["data_parallel"]
-        for block in visual_blocks(self.model.visual):
-            if any(p.requires_grad for p in block.parameters()):
-                fully_shard(block, mesh=dp)
-        fully_shard(self.model, mesh=dp)
+            dp = mesh["data_parallel"]
+            for block in visual_blocks(self.model.visual):
+                if any(p.requires_grad for p in block.parameters()):
+                    fully_shard(block, mesh=dp)
+            fully_shard(self.model, mesh=dp)
+        if self.hparams.compile_model and not self._compiled:
+            compile_in_place(self.model, sharded=mesh is not None)
+            self._compiled = True
 
     def on_fit_start(self) -> None:
-        if self.device_mesh is None:  # channels-last convs are ~25-50% faster on CPU
+        self._channels_last = wants_channels_last(self.model.visual, self.device, is_distributed(self.trainer.strategy))
+        if self._channels_last:
             self.model.to(memory_format=torch.channels_last)
 
     def on_fit_end(self) -> None:
-        if self.device_mesh is None:
+        if self._channels_last:
             self.model.to(memory_format=torch.contiguous_format)
+            self._channels_last = False
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Normalise on the device; mirror at random in training only. Lightning puts the module in
+        eval mode for validation/test/predict before their batches are fetched."""
+        x, y = batch
+        x = prepare_images(x, self.pixel_mean, self.pixel_std, flip=self.training, channels_last=self._channels_last)
+        if self._trainer is not None:  # its precision's input dtype (bf16-true…): it saw uint8 before the transfer
+            x = self.trainer.precision_plugin.convert_input(x)
+        return x, y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
@@ -80,7 +169,8 @@ class HARModule(L.LightningModule):
         groups = [{"params": head, "lr": self.hparams.head_lr or self.hparams.lr}]
         if body:
             groups.append({"params": body, "lr": self.hparams.lr})
-        opt = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay)
+        # Lightning moves the model to its device before it asks for optimizers.
+        opt = torch.optim.AdamW(groups, weight_decay=self.hparams.weight_decay, **adamw_kwargs(head + body))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = max(1, int(0.1 * total))
 
