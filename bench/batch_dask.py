@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.serving import free_port  # noqa: E402 - after the path set-up above
 from clip_har.export.onnx_export import export_untrained  # noqa: E402
-from clip_har.serving.batch import BATCH_SIZE, TOP_K, VIDEO_FPS, collect, predict_files  # noqa: E402
+from clip_har.serving.batch import CPU_BATCH, TOP_K, VIDEO_FPS, collect, predict_files  # noqa: E402
 from clip_har.serving.distributed import predict_distributed  # noqa: E402
 from clip_har.serving.predictor import Predictor  # noqa: E402
 from clip_har.synth.generate import SynthSpec, synthesize  # noqa: E402
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
         reference: list | None = None
         for name, threads in (("1 process, 1 thread", 1), ("1 process, ORT default threads", 0)):
             predictor = Predictor(onnx, threads=threads)
-            predict_files(predictor, files[:BATCH_SIZE], BATCH_SIZE, TOP_K, VIDEO_FPS)
-            seconds, rows = timed(lambda p=predictor: predict_files(p, files, BATCH_SIZE, TOP_K, VIDEO_FPS))
+            predict_files(predictor, files[:CPU_BATCH], CPU_BATCH, TOP_K, VIDEO_FPS)
+            seconds, rows = timed(lambda p=predictor: predict_files(p, files, CPU_BATCH, TOP_K, VIDEO_FPS))
             record(name, seconds, rows, reference)
             reference = reference or rows
         for workers in (1, 2):
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
             try:
 
                 def run(a: str = address) -> list:
-                    return predict_distributed(a, onnx, files, BATCH_SIZE, TOP_K, VIDEO_FPS, args.chunk, threads=1)
+                    return predict_distributed(a, onnx, files, CPU_BATCH, TOP_K, VIDEO_FPS, args.chunk, threads=1)
 
                 run()  # the first run loads the model on every worker that takes a chunk
                 seconds, rows = timed(run)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": args.size,
         "load_1min_at_end": round(os.getloadavg()[0], 2),
         "chunk_files": args.chunk,
-        "batch_size": BATCH_SIZE,
+        "batch_size": CPU_BATCH,
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

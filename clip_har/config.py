@@ -12,7 +12,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clip_har.classes import DEFAULT_TEMPLATES, HAR_CLASSES, phrase_for
-from clip_har.settings import load_settings
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 # train/val/test fractions wherever a dataset is split (profiles, ingest, the synthetic world)
@@ -76,7 +75,9 @@ class TrainConfig(_Strict):
     head_lr: float | None = None  # defaults to lr
     weight_decay: float = 0.05
     label_smoothing: float = 0.0
-    precision: str = "32-true"
+    # "auto": bf16-mixed on a CUDA GPU that supports bf16, else 32-true (CPU); or any Lightning value
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the model (CUDA; pays off on long runs, costs a warm-up)
     strategy: Literal["auto", "ddp", "fsdp"] = "auto"
     accelerator: str = "auto"
     devices: int = 1  # processes (GPUs) per node
@@ -100,9 +101,14 @@ class GateConfig(_Strict):
 
 class ExportConfig(_Strict):
     enabled: bool = True
-    serve_backend: Literal["onnx", "onnx-int8"] = "onnx"  # int8 is used only if it shipped
+    # The CPU backend the gate's latency budget checks and `auto` serves without a GPU; int8 only if
+    # it shipped. "auto": int8 whenever it shipped (shipping requires it to be faster), else fp32.
+    serve_backend: Literal["onnx", "onnx-int8", "auto"] = "onnx"
     int8_min_agreement: float = 0.99
-    tensorrt: bool = True  # build an fp16 engine where a GPU and TensorRT exist; skipped otherwise
+    fp16: bool = True  # export an fp16 graph (GPU serving); it ships only if it agrees with fp32
+    # top-1 agreement with fp32 the fp16 graph, PyTorch bf16 and the TensorRT engine need to serve
+    half_min_agreement: float = 0.99
+    tensorrt: bool = True  # build an engine from the fp16 graph where a GPU and TensorRT exist; skipped otherwise
     package: bool = True  # BentoML model + Bento for promoted models
 
 
@@ -180,6 +186,9 @@ def parse_override(text: str) -> tuple[str, object]:
 
 def default_profile() -> str:
     """The `profile` setting (CLIP_HAR_PROFILE, else `demo`): what scheduled and event-triggered runs use."""
+    # imported here: model/train/export code reads configs on GPU images without pydantic-settings
+    from clip_har.settings import load_settings
+
     return load_settings().profile
 
 

@@ -40,7 +40,9 @@ DATA_REASON = "new data"
 TRIGGER_REASONS = (DRIFT_REASON, DATA_REASON)
 WORK_POOL = "clip-har-process"  # the process work pool `clip-har up` serves prefect.yaml's deployments from
 
-Backend = Literal["onnx", "onnx-int8", "pytorch"]
+# the service's and batch inference's backend (clip_har.serving.predictor); `auto`: the fastest one
+# that passed its export checks and runs on this machine (a GPU one where it has a GPU)
+Backend = Literal["auto", "onnx", "onnx-int8", "onnx-cuda", "onnx-cuda-fp16", "tensorrt", "pytorch"]
 # settings whose values no message, log or file may show
 SECRETS = frozenset({"admin_token", "prefect_auth", "db_url"})
 # DVC remotes by URL scheme; each but a folder needs its plugin (dvc-s3, dvc-ssh, ...)
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
     service_url: str = ""  # what flows call for the service; default http://<host>:<port>
     # the service
     model: str = ""  # BentoML tag it starts on; default <model_name>:latest
-    backend: Backend = "onnx"
+    backend: Backend = "auto"
     admin_token: str = ""  # when set, POST /admin/reload needs `X-Admin-Token: <token>`
     http_workers: PositiveInt = 1
     # CPU inference of a batch takes tens of milliseconds to seconds; the deadline must cover a

@@ -323,7 +323,9 @@ def serve(
         champion = served_champion(state, settings.model_name)
     except LookupError as exc:
         fail(str(exc))
-    env = child_env({env_name("model"): champion.bento_model, env_name("backend"): champion.backend})
+    # No backend here: the service's `auto` serves the CPU backend the gate checked (the export
+    # record stored with the model) on CPUs and the fastest checked GPU backend on GPUs.
+    env = child_env({env_name("model"): champion.bento_model})
     typer.echo(f"serving champion v{champion.version} ({champion.bento_model}) on http://{host}:{port}")
     deployments = Path(__file__).resolve().parents[1] / "deployments"
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", host, "--port", str(port)]

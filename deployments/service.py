@@ -1,8 +1,9 @@
 """The clip-har HTTP service (BentoML). Thin: decode and validate requests, call the
 clip_har predictor, shape responses. Everything configurable is a setting (clip_har.settings):
 the model from the BentoML store (CLIP_HAR_MODEL, default <model name>:latest), the backend
-(CLIP_HAR_BACKEND: onnx | onnx-int8 | pytorch), limits, folders and the admin token. The web app
-(deployments/ui/, a static page over this JSON API) is at /ui/."""
+(CLIP_HAR_BACKEND: auto, or onnx | onnx-int8 | onnx-cuda | onnx-cuda-fp16 | tensorrt | pytorch),
+limits, folders and the admin token. The web app (deployments/ui/, a static page over this JSON
+API) is at /ui/."""
 
 from __future__ import annotations
 
@@ -315,7 +316,8 @@ class ClipHar:
         return {
             "model_version": loaded.tag,
             "labels": loaded.classes,
-            "backend": loaded.predictor.backend,
+            "backend": loaded.predictor.backend,  # what serves (`auto` resolved)
+            "backend_reason": loaded.predictor.why,  # "configured", or why `auto` chose it
             "lineage": dict(info.metadata),
         }
 

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from clip_har.registry import champion_onnx
 from clip_har.serving import batch
-from clip_har.settings import StateDir
+from clip_har.settings import StateDir, load_settings
 from clip_har.tracking import client
 
 
@@ -30,7 +30,9 @@ def predict_batch(onnx_dir: str, files: list[Path], output: str, batch_size: int
 
     from clip_har.serving.predictor import Predictor
 
-    predictor = Predictor(Path(onnx_dir))
+    # the `backend` setting: `auto` (default) takes the fastest backend that passed its checks here
+    predictor = Predictor(Path(onnx_dir), load_settings().backend)
+    get_run_logger().info("backend %s (%s)", predictor.backend, predictor.why)
     with tqdm(total=len(files), desc="predict", unit="file") as bar:
         rows = batch.predict_files(predictor, files, batch_size, top_k, video_fps, progress=bar.update)
     return _written(rows, output)
@@ -46,7 +48,10 @@ def predict_distributed(
     from clip_har.serving.distributed import predict_distributed
 
     with tqdm(total=len(files), desc="predict", unit="file") as bar:
-        rows = predict_distributed(address, Path(onnx_dir), files, batch_size, top_k, video_fps, progress=bar.update)
+        backend = load_settings().backend  # `auto`: each worker picks for its own machine
+        rows = predict_distributed(
+            address, Path(onnx_dir), files, batch_size, top_k, video_fps, progress=bar.update, backend=backend
+        )
     return _written(rows, output)
 
 

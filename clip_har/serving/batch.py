@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,9 +20,13 @@ from clip_har.data.manifest import IMAGE_SUFFIXES
 from clip_har.serving.predictor import Predictor
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
-# batch-inference defaults (the flow, its deployment and `clip-har predict`)
-BATCH_SIZE, TOP_K, VIDEO_FPS = 32, 3, 1.0
+# batch-inference defaults (the flow, its deployment and `clip-har predict`); batch size 0: by the
+# backend, large on a GPU (which a small batch leaves idle), CPU-cache sized on a CPU
+BATCH_SIZE, TOP_K, VIDEO_FPS = 0, 3, 1.0
+CPU_BATCH, GPU_BATCH = 32, 256
 MAX_VIDEO_FRAMES = 10_000  # per video; predicted in batches, so memory does not grow with it
+# image-decoding threads (PIL releases the GIL while it decodes and resizes, numpy while it normalises)
+DECODE_WORKERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass
@@ -55,6 +62,10 @@ def _top(pred, k: int) -> str:
     return ";".join(f"{lab}:{s:.4f}" for lab, s in pred.top_k[:k])
 
 
+def default_batch_size(predictor: Predictor) -> int:
+    return GPU_BATCH if predictor.on_gpu else CPU_BATCH
+
+
 def predict_files(
     predictor: Predictor,
     files: list[Path],
@@ -62,34 +73,71 @@ def predict_files(
     top_k: int = TOP_K,
     video_fps: float = VIDEO_FPS,
     progress: Callable[[int], None] | None = None,
+    workers: int = DECODE_WORKERS,
 ) -> list[Row]:
     """Rows in input order: one per image, one per sampled frame of a video (in time order),
-    and one with the error for a file that cannot be read or decoded."""
-    rows: list[list[Row]] = []  # per file, in input order: images wait for their batch
-    pending: list[tuple[int, Path, np.ndarray]] = []
+    and one with the error for a file that cannot be read or decoded. Images are decoded by
+    `workers` threads while the previous batch is predicted; the batches are the ones a sequential
+    pass makes (consecutive images in input order), so the rows do not depend on `workers`."""
+    batch_size = batch_size or default_batch_size(predictor)
+    rows: list[list[Row]] = [[] for _ in files]  # per file, in input order: images wait for their batch
+    pending: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
         if pending:
-            preds = predictor.predict(np.stack([a for *_, a in pending]), top_k)
-            for (i, p, _), r in zip(pending, preds, strict=True):
-                rows[i] = [Row(str(p), None, r.label, r.score, _top(r, top_k))]
+            preds = predictor.predict(np.stack([a for _, a in pending]), top_k)
+            for (i, _), r in zip(pending, preds, strict=True):
+                rows[i] = [Row(str(files[i]), None, r.label, r.score, _top(r, top_k))]
             pending.clear()
 
-    for f in files:
-        rows.append([])
-        try:
-            if f.suffix.lower() in VIDEO_SUFFIXES:
-                rows[-1] = _video_rows(predictor, f, video_fps, top_k, batch_size)
-            else:
-                pending.append((len(rows) - 1, f, predictor.decode(f.read_bytes())))
-        except (OSError, ValueError) as exc:
-            rows[-1] = [Row(str(f), error=str(exc) or type(exc).__name__)]
-        if len(pending) >= batch_size:
-            flush()
-        if progress:
-            progress(1)
-    flush()
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="decode") as pool:
+        for i, decoded in _decoded_in_order(pool, predictor, files, ahead=batch_size):
+            f = files[i]
+            try:
+                if decoded is None:  # a video: decoded where it is predicted, frame batch by frame batch
+                    rows[i] = _video_rows(predictor, f, video_fps, top_k, batch_size)
+                elif isinstance(decoded, str):
+                    rows[i] = [Row(str(f), error=decoded)]
+                else:
+                    pending.append((i, decoded))
+            except (OSError, ValueError) as exc:
+                rows[i] = [Row(str(f), error=str(exc) or type(exc).__name__)]
+            if len(pending) >= batch_size:
+                flush()
+            if progress:
+                progress(1)
+        flush()
     return [row for file_rows in rows for row in file_rows]
+
+
+def _decode(predictor: Predictor, path: Path) -> np.ndarray | str:
+    """An image's model input, or the reason it has none (its row's error)."""
+    try:
+        return predictor.decode(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+
+
+def _decoded_in_order(
+    pool: ThreadPoolExecutor, predictor: Predictor, files: list[Path], ahead: int
+) -> Iterator[tuple[int, np.ndarray | str | None]]:
+    """(index, decoded image | its error | None for a video) in input order, the pool decoding at
+    most `ahead` files beyond the one consumed: memory stays bounded whatever the input's size."""
+    queued: deque[tuple[int, Future | None]] = deque()
+    todo = iter(range(len(files)))
+
+    def queue_next() -> None:
+        i = next(todo, None)
+        if i is not None:
+            video = files[i].suffix.lower() in VIDEO_SUFFIXES
+            queued.append((i, None if video else pool.submit(_decode, predictor, files[i])))
+
+    for _ in range(max(1, ahead)):
+        queue_next()
+    while queued:
+        i, future = queued.popleft()
+        queue_next()
+        yield i, None if future is None else future.result()
 
 
 def _video_rows(predictor: Predictor, path: Path, fps: float, top_k: int, batch_size: int) -> list[Row]:

@@ -42,7 +42,7 @@ def _digest(files: dict[str, bytes]) -> str:
     return h.hexdigest()[:16]
 
 
-_models: dict[tuple[str, int], object] = {}  # (digest, threads) → Predictor, per worker process
+_models: dict[tuple[str, int, str], object] = {}  # (digest, threads, backend) → Predictor, per worker process
 _models_lock = threading.Lock()
 KEEP_MODELS = 2  # per worker process: the models of the runs in flight, not every model ever sent
 
@@ -57,11 +57,12 @@ def _local_dir() -> Path:
         return Path(tempfile.gettempdir())
 
 
-def _predictor(files: dict[str, bytes], digest: str, threads: int):
-    """The model on this worker, written to local disk and loaded once per worker process."""
+def _predictor(files: dict[str, bytes], digest: str, threads: int, backend: str = "auto"):
+    """The model on this worker, written to local disk and loaded once per worker process
+    (`auto`: the backend is chosen by each worker for its own machine, a GPU where it has one)."""
     from clip_har.serving.predictor import Predictor
 
-    key = (digest, threads)
+    key = (digest, threads, backend)
     with _models_lock:
         if key not in _models:
             if _digest(files) != digest:  # once per model and process: what arrived is what was sent
@@ -76,7 +77,7 @@ def _predictor(files: dict[str, bytes], digest: str, threads: int):
                     part.rename(root)  # whole or absent, also for another worker process on this host
                 except OSError:
                     shutil.rmtree(part, ignore_errors=True)  # another process got there first
-            _models[key] = Predictor(root, threads=threads)
+            _models[key] = Predictor(root, backend, threads=threads)
             while len(_models) > KEEP_MODELS:
                 _models.pop(next(iter(_models)))
         return _models[key]
@@ -90,9 +91,10 @@ def predict_chunk(
     top_k: int,
     video_fps: float,
     threads: int = 0,
+    backend: str = "auto",
 ) -> list[Row]:
     """On a worker: (original path, its bytes, or the error reading it) → rows, in order."""
-    predictor = _predictor(model, digest, threads)
+    predictor = _predictor(model, digest, threads, backend)
     rows: dict[int, list[Row]] = {}
     with tempfile.TemporaryDirectory(prefix="clip-har-chunk-") as tmp:
         local: dict[str, int] = {}  # where a file was written here → its place in the chunk
@@ -130,10 +132,12 @@ def predict_distributed(
     threads: int = 0,
     progress: Callable[[int], None] | None = None,
     connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    backend: str = "auto",
 ) -> list[Row]:
     """Rows for `files`, in order, computed by the Dask cluster at `address` (tcp://host:8786).
     At most two chunks per worker thread are in flight, so the client's memory holds a few chunks'
-    bytes, not the whole input. `threads`: ONNX Runtime threads per worker task (0: its default)."""
+    bytes, not the whole input. `threads`: ONNX Runtime threads per worker task (0: its default).
+    `batch_size` 0: by each worker's backend (clip_har.serving.batch)."""
     try:
         from distributed import Client, as_completed
     except ImportError as exc:
@@ -166,7 +170,7 @@ def predict_distributed(
             chunk = _read(chunks[i])
             # pure=False: two identical chunks (a file listed twice) are two tasks, not one shared key
             future = client.submit(
-                predict_chunk, model, digest, chunk, batch_size, top_k, video_fps, threads, pure=False
+                predict_chunk, model, digest, chunk, batch_size, top_k, video_fps, threads, backend, pure=False
             )
             index[future.key] = i
             pending.add(future)
