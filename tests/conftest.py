@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from clip_har.settings import TELEMETRY_OFF, Settings, env_name
+from clip_har.state import ENV_PREFIX, TELEMETRY_OFF
 from clip_har.synth.generate import SynthSpec, synthesize
 
 for _k, _v in TELEMETRY_OFF.items():
@@ -34,11 +34,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(skip)
 
 
+def _setting_names() -> list[str]:
+    """Every CLIP_HAR_* setting's variable; on a GPU image without pydantic-settings (where only
+    the `gpu` tests run: ../shared/gpu/README.md), every CLIP_HAR_* variable of the environment."""
+    try:
+        from clip_har.settings import Settings, env_name
+    except ImportError:
+        return [n for n in os.environ if n.startswith(ENV_PREFIX)]
+    return [env_name(f) for f in Settings.model_fields]
+
+
 @pytest.fixture(autouse=True)
 def _default_settings() -> Iterator[None]:
     """Each test starts from the settings' defaults, whatever the shell (or an earlier test's
     `apply_env`) exported; tests set what they need with monkeypatch."""
-    names = [env_name(f) for f in Settings.model_fields]
+    names = _setting_names()
     saved = {n: os.environ.pop(n) for n in names if n in os.environ}
     yield
     for n in names:
