@@ -16,7 +16,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export GIT_PYTHON_REFRESH := quiet
 
-.PHONY: install chromium demo test test-fast serve up down loop-demo bench lint format status clean-state images
+.PHONY: install chromium demo test test-fast test-gpu serve up down loop-demo bench lint format status clean-state images
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ demo: install
 
 test: install chromium
 	$(BIN)/python -m pytest
+
+# The tests marked `gpu` (they skip without CUDA); their modules import without the MLOps stack,
+# so `python3 -m pytest -m gpu $(GPU_TESTS)` also runs on a stock PyTorch image (README, "GPUs").
+GPU_TESTS := tests/test_training.py tests/test_train_paths.py tests/test_backends.py
+test-gpu: install
+	$(BIN)/python -m pytest -m gpu $(GPU_TESTS)
 
 # The inner-loop lane: the suite without the `slow` and `integration` tests (`make test` runs all).
 test-fast: install

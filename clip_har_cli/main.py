@@ -301,6 +301,20 @@ def explain(
     )
 
 
+def _backend_for(champion) -> dict[str, str]:  # a deployments.bento_pack.ServedChampion
+    """No backend for a model stored with its export record: the service's `auto` serves the CPU
+    backend the gate checked on CPUs and the fastest checked GPU backend on GPUs. A model packaged
+    before records were stored with it gets the backend its lineage names, as before."""
+    import bentoml
+
+    from clip_har.export.verify import RECORD
+    from clip_har.settings import env_name
+
+    if (Path(bentoml.models.get(champion.bento_model).path) / RECORD).is_file():
+        return {}
+    return {env_name("backend"): champion.backend}
+
+
 @app.command()
 def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: CLIP_HAR_PORT, else 3000)")] = None,
@@ -323,9 +337,7 @@ def serve(
         champion = served_champion(state, settings.model_name)
     except LookupError as exc:
         fail(str(exc))
-    # No backend here: the service's `auto` serves the CPU backend the gate checked (the export
-    # record stored with the model) on CPUs and the fastest checked GPU backend on GPUs.
-    env = child_env({env_name("model"): champion.bento_model})
+    env = child_env({env_name("model"): champion.bento_model, **_backend_for(champion)})
     typer.echo(f"serving champion v{champion.version} ({champion.bento_model}) on http://{host}:{port}")
     deployments = Path(__file__).resolve().parents[1] / "deployments"
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", host, "--port", str(port)]

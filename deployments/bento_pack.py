@@ -68,7 +68,10 @@ def served_champion(state: StateDir, name: str) -> ServedChampion:
     # version's weights under this version's tag
     c, version = client(state.mlflow_uri), champion.version
     onnx_dir = version_artifact(c, name, version, state.cache / "serving", ONNX, ONNX_META)
-    pytorch = champion.backend == "pytorch"
+    import torch
+
+    # the PyTorch weights too where `auto` may serve them (bf16 on a GPU) or the lineage asks for them
+    pytorch = champion.backend == "pytorch" or torch.cuda.is_available()
     model_dir = version_artifact(c, name, version, state.cache / "champion", MODEL, META) if pytorch else None
     try:  # the model card's metrics; a version registered without a report still serves
         report = version_artifact(c, name, version, state.cache / "champion", EVAL, EVAL_REPORT) / EVAL_REPORT

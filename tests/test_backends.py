@@ -123,7 +123,12 @@ def test_records_written_before_the_gpu_backends_still_load(model: Path, tmp_pat
 
 
 def _fake_model(
-    root: Path, files: tuple[str, ...], serve: str = "onnx", fp16: bool = True, bf16: bool | None = None
+    root: Path,
+    files: tuple[str, ...],
+    serve: str = "onnx",
+    fp16: bool = True,
+    bf16: bool | None = None,
+    engine_checked: bool = True,
 ) -> Path:
     """A model directory holding (empty) artifacts and an export record: enough for selection."""
     root.mkdir()
@@ -135,6 +140,7 @@ def _fake_model(
     bf = {} if bf16 is None else {"measured": True, "shipped": bf16}
     record = {"parity": {"n": 1, "max_abs_logit_diff": 0.0, "top1_agreement": 1.0}, "latency": []}
     record |= {"fp16": {"shipped": fp16}, "bf16": bf, "serve_backend": serve}
+    record["tensorrt"] = {"built": ENGINE in files and engine_checked}
     (root / RECORD).write_text(json.dumps(record))
     if ENGINE in files:
         (root / STAMP).write_text(json.dumps(asdict(H100)))
@@ -158,9 +164,12 @@ CPU_ONLY = Machine(False, ("CPUExecutionProvider",), None)
             (*ALL, ENGINE),
             {},
             Machine(True, GPU_ORT, EngineStamp("10.9", "13.0", "NVIDIA A10", "8.6")),
-            "onnx-cuda-fp16",
+            "pytorch",
         ),
-        ((*ALL, ENGINE), {}, Machine(True, GPU_ORT, None), "onnx-cuda-fp16"),  # no TensorRT here
+        ((*ALL, ENGINE), {}, Machine(True, GPU_ORT, None), "pytorch"),  # no TensorRT here
+        ((*ALL, ENGINE), {"engine_checked": False}, Machine(True, GPU_ORT, H100), "pytorch"),  # left unchecked
+        ((IMAGE_ONNX, FP16_ONNX), {}, Machine(True, GPU_ORT, None), "onnx-cuda-fp16"),  # no PyTorch weights
+        ((IMAGE_ONNX, FP16_ONNX, TORCH_DIR), {"bf16": False}, Machine(True, GPU_ORT, None), "onnx-cuda-fp16"),
         (ALL, {"fp16": False}, Machine(True, GPU_ORT, None), "pytorch"),  # a hand-copied fp16 graph never serves
         (ALL, {}, Machine(True, ("CPUExecutionProvider",), None), "pytorch"),  # CPU-only ONNX Runtime
         ((IMAGE_ONNX, TORCH_DIR), {"bf16": True}, Machine(True, GPU_ORT, None), "pytorch"),

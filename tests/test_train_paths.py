@@ -79,12 +79,19 @@ def _tiny_module(**kwargs: object) -> HARModule:
 # -- choices made before the fit --------------------------------------------------------------
 
 
-PRECISIONS = [(True, True, "bf16-mixed"), (True, False, "32-true"), (False, False, "32-true"), (False, True, "32-true")]
+PRECISIONS = [
+    (True, True, "auto", "bf16-mixed"),
+    (True, True, "fsdp", "bf16-mixed"),
+    (True, False, "auto", "16-mixed"),  # a GPU without native bf16 (V100, T4): fp16 with loss scaling
+    (True, False, "fsdp", "32-true"),  # ModelParallelStrategy takes no 16-mixed
+    (False, False, "auto", "32-true"),
+    (False, True, "ddp", "32-true"),
+]
 
 
-@pytest.mark.parametrize(("cuda", "bf16", "expected"), PRECISIONS)
-def test_auto_precision_is_bf16_mixed_only_on_a_gpu_with_bf16(cuda: bool, bf16: bool, expected: str) -> None:
-    assert resolve_precision(load_config("tiny").train, cuda, bf16) == expected
+@pytest.mark.parametrize(("cuda", "bf16", "strategy", "expected"), PRECISIONS)
+def test_auto_precision_follows_the_gpu(cuda: bool, bf16: bool, strategy: str, expected: str) -> None:
+    assert resolve_precision(load_config("tiny", [f"train.strategy={strategy}"]).train, cuda, bf16) == expected
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "bf16-true", "32-true"])

@@ -35,7 +35,7 @@ def current_stamp() -> EngineStamp | None:
     try:
         import tensorrt as trt
         import torch
-    except ImportError:
+    except (ImportError, OSError):  # OSError: the package is there, its shared libraries are not
         return None
     if not torch.cuda.is_available():
         return None
@@ -51,7 +51,7 @@ def unavailable_reason() -> str | None:
         return "no CUDA GPU on this machine"
     try:
         import tensorrt  # noqa: F401
-    except ImportError:
+    except (ImportError, OSError):
         return "tensorrt is not installed (pip install '.[gpu]')"
     return None
 

@@ -5,6 +5,7 @@ into the model directory: the `auto` backend reads there which variants passed."
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import deque
@@ -93,6 +94,16 @@ def cuda_refusal() -> str | None:
     )
 
 
+@functools.cache
+def _preload_dlls() -> None:
+    """Once per process: finds the CUDA/cuDNN libraries PyTorch's wheels brought (ORT prints a line
+    for each library it cannot load, so not on every session)."""
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+
+
 def ort_session(path: Path, threads: int = 0, spin: bool = True, cuda: bool = False):  # onnxruntime.InferenceSession
     """`spin=False` for servers: ORT's idle worker threads otherwise busy-wait between runs and
     take the CPU that request decoding and HTTP need in the other processes. `cuda`: on the CUDA
@@ -115,8 +126,7 @@ def ort_session(path: Path, threads: int = 0, spin: bool = True, cuda: bool = Fa
     refusal = cuda_refusal()
     if refusal:
         raise RuntimeError(refusal)
-    if hasattr(ort, "preload_dlls"):  # finds the CUDA/cuDNN libraries PyTorch's wheels brought
-        ort.preload_dlls()
+    _preload_dlls()
     # use_tf32=0: "fp32" means fp32 here; TF32 matmuls give ~2e-3 logit error (the gate allows 1e-3),
     # and the fast reduced-precision path is the fp16 graph, checked as such.
     providers = [(CUDA_EP, {"use_tf32": "0"}), CPU_EP]
@@ -271,7 +281,11 @@ def check_fp16(fp32: Path, images: np.ndarray, ref: np.ndarray, min_agreement: f
     whose missing fp16 kernels compute in fp32 between fp16 roundings: close, not identical."""
     fp16 = convert_fp16(fp32, fp32.with_name(FP16_ONNX))
     cuda = cuda_refusal() is None and torch.cuda.is_available()
-    result = half_check(ref, onnx_logits(fp16, images, cuda=cuda), min_agreement, CUDA_EP if cuda else CPU_EP)
+    try:
+        result = half_check(ref, onnx_logits(fp16, images, cuda=cuda), min_agreement, CUDA_EP if cuda else CPU_EP)
+    except Exception as exc:  # a provider listed but unable to start, a kernel missing: fp16 is optional
+        why = f"could not run: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        result = {"shipped": False, "why_not": [why]}
     if not result["shipped"]:
         fp16.unlink()
     return result

@@ -63,10 +63,12 @@ def tensorrt_engine(cfg: ExportConfig, fp16: dict, run_dir: RunDir, data_root: P
     try:
         engine = build_engine(run_dir.onnx / FP16_ONNX, run_dir.onnx, size)
         check = check_engine(engine, run_dir.model, data_root, cfg.half_min_agreement)
-    except RuntimeError as exc:
+    except Exception as exc:  # TensorRT raises more than RuntimeError across versions; optional either way
         discard_engine(run_dir.onnx)
         return {"built": False, "skipped": f"build or check failed: {exc}"}
     if not check["shipped"]:
         discard_engine(run_dir.onnx)
     stamp = current_stamp()
-    return {"built": bool(check["shipped"]), "engine": str(engine), "stamp": asdict(stamp) if stamp else {}, **check}
+    built = bool(check["shipped"])
+    where = {"engine": str(engine)} if built else {}  # no path to an engine that was discarded
+    return {"built": built, **where, "stamp": asdict(stamp) if stamp else {}, **check}

@@ -105,7 +105,9 @@ def predict_chunk(
             path = Path(tmp) / f"{i:06d}{Path(name).suffix}"  # the suffix tells images from videos
             path.write_bytes(data)
             local[str(path)] = i
-        for row in predict_files(predictor, [Path(p) for p in local], batch_size, top_k, video_fps):
+        # one decode thread per task: the Dask worker's own threads are the parallelism here
+        files = [Path(p) for p in local]
+        for row in predict_files(predictor, files, batch_size, top_k, video_fps, workers=1):
             i = local[row.path]
             rows.setdefault(i, []).append(replace(row, path=chunk[i][0]))
     return [row for i in range(len(chunk)) for row in rows.get(i, [])]

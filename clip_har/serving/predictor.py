@@ -35,9 +35,9 @@ CUDA_BACKENDS = ("onnx-cuda", "onnx-cuda-fp16", "tensorrt")  # never run without
 # `auto`'s preference among GPU backends: a fixed order, not a probe at load, because every
 # process of the service resolves `auto` (the entry process never loads the graph, yet reports the
 # backend) and they must agree, cheaply. Measured on an H100 (../shared/STACK.md): PyTorch bf16
-# 20k img/s vs ORT CUDA fp32 4.7k at batch 256; TensorRT's fp16 engine is the fused form of the
-# fp16 graph, and ORT fp16 runs the same matmuls as bf16 on tensor cores.
-GPU_ORDER = ("tensorrt", "onnx-cuda-fp16", "pytorch", "onnx-cuda")
+# 20k img/s vs ORT CUDA fp32 4.7k at batch 256, so PyTorch bf16 ranks above the ORT fp16 graph
+# (not measured yet; bench/gpu.py will say); TensorRT's engine is the fused form of the fp16 graph.
+GPU_ORDER = ("tensorrt", "pytorch", "onnx-cuda-fp16", "onnx-cuda")
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # float32 batch → (logits, embeddings)
 
 
@@ -90,6 +90,8 @@ def gpu_refusal(backend: str, model_dir: Path, machine: Machine, record: ExportR
     if backend == "onnx-cuda-fp16" and not (record and record.fp16.get("shipped")):
         return "fp16 did not pass its check"  # the graph ships only when it passed; a hand-copied one did not
     if backend == "tensorrt":
+        if not (record and record.tensorrt.get("built")):
+            return "the engine did not pass its check"  # an engine left behind unchecked is never served
         return check_stamp(model_dir, machine.stamp) if machine.stamp else "no TensorRT here"
     if backend == "pytorch" and record and record.bf16.get("measured") and not record.bf16.get("shipped"):
         return "bf16 failed its check"
@@ -257,17 +259,19 @@ def _ort_runner(sess) -> Runner:  # an onnxruntime.InferenceSession
 
 
 def _torch_runner(model_dir: Path) -> Runner:
-    """The stored PyTorch model: bf16 autocast on a CUDA GPU (the precision it trains in there;
-    4x fp32's throughput on an H100), fp32 on the CPU; float32 numpy out either way."""
+    """The stored PyTorch model: bf16 autocast on a CUDA GPU with native bf16 (the precision it
+    trains in there; 4x fp32's throughput on an H100), fp32 elsewhere (emulated bf16, as on a V100
+    or T4, is slower than fp32); float32 numpy out either way."""
     import torch
 
     from clip_har.models.artifact import load_model
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = load_model(model_dir)[0].eval().to(device)
+    bf16 = device == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=device == "cuda"):
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=bf16):
             emb = model.embed(torch.from_numpy(batch).to(device))
             logits = model.head(emb)
         return logits.float().cpu().numpy(), emb.float().cpu().numpy()

@@ -49,12 +49,17 @@ def on_cuda(t: TrainConfig) -> bool:
 
 
 def resolve_precision(t: TrainConfig, cuda: bool, bf16: bool) -> str:
-    """`auto`: bf16 autocast on GPUs that have bf16 (it needs no loss scaling, and our FSDP,
-    ModelParallelStrategy, accepts no `16-mixed`); float32 elsewhere, as the CPU demo always
-    trained. Any other value is Lightning's own and passes through."""
+    """`auto`: bf16 autocast on GPUs with native bf16 (no loss scaling needed); fp16 autocast
+    with loss scaling on older GPUs (V100, T4), except under FSDP, whose ModelParallelStrategy
+    accepts no `16-mixed`; float32 on CPUs, as the CPU demo always trained. Any other value is
+    Lightning's own and passes through."""
     if t.precision != "auto":
         return t.precision
-    return "bf16-mixed" if cuda and bf16 else "32-true"
+    if not cuda:
+        return "32-true"
+    if bf16:
+        return "bf16-mixed"
+    return "32-true" if t.strategy == "fsdp" else "16-mixed"
 
 
 def make_strategy(cfg: PipelineConfig):  # a Lightning strategy or its name
@@ -120,7 +125,7 @@ def _trainer(
 ) -> tuple[L.Trainer, ModelCheckpoint, ModelCheckpoint]:
     """The Trainer, its `best` checkpoint callback and its every-epoch `last` one."""
     t = cfg.train
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=MONITOR, mode="max")
     # Every epoch, after `best`: Lightning 2.6's save_last writes last.ckpt only in the epochs
     # that also save a top-k checkpoint, so a resume would redo every epoch since the best one.
