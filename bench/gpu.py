@@ -307,11 +307,9 @@ def service(
     missing = [m for m in ("bentoml", "httpx") if importlib.util.find_spec(m) is None]
     if missing:
         return {"skipped": f"{', '.join(missing)} not installed here (the device machine's stock image)"}
-    import io
     import subprocess
 
-    from bench.serving import free_port, load, start, stop
-    from clip_har.synth.scene import render_scene
+    from bench.serving import free_port, load, scene_jpegs, start, stop
 
     env = {**os.environ, "BENTOML_HOME": str(work / "bentoml"), "CLIP_HAR_HOME": str(work / "state")}
     env["CLIP_HAR_PREDICTION_LOG"] = "off"  # the figure is the model path, not the log writer
@@ -319,11 +317,7 @@ def service(
     tag = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout.split()[-1]
-    images = []
-    for i in range(16):
-        buf = io.BytesIO()
-        render_scene("running", np.random.default_rng(i), 256).image.save(buf, format="JPEG")
-        images.append(buf.getvalue())
+    images = scene_jpegs(size=256)
     port = free_port()
     cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", "127.0.0.1", "--port", str(port)]
     env |= {"CLIP_HAR_MODEL": tag, "CLIP_HAR_BACKEND": backend}

@@ -95,6 +95,20 @@ def load(url: str, images: list[bytes], requests: int, concurrency: int, max_s: 
     }
 
 
+def scene_jpegs(n: int = 16, size: int = 128) -> list[bytes]:
+    """The request bodies of the serving benchmarks: synthetic `running` scenes as JPEG."""
+    import io
+
+    from clip_har.synth.scene import render_scene
+
+    images = []
+    for i in range(n):
+        buf = io.BytesIO()
+        render_scene("running", np.random.default_rng(i), size).image.save(buf, format="JPEG")
+        images.append(buf.getvalue())
+    return images
+
+
 def raw_ort(onnx: Path, image_size: int, seconds: float = 5.0) -> tuple[float, int]:
     from clip_har.export.verify import ort_session
 
@@ -149,7 +163,6 @@ def main(argv: list[str] | None = None) -> dict:
     from clip_har.export.onnx_export import export_onnx
     from clip_har.export.verify import INT8_ONNX, quantize_int8
     from clip_har.models.artifact import read_meta
-    from clip_har.synth.scene import render_scene
 
     keep = os.environ.get("BENCH_KEEP_LOGS")  # a directory to keep server logs in
     with tempfile.TemporaryDirectory() as tmp:
@@ -160,13 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         export_onnx(model_dir, onnx_dir)
         quantize_int8(onnx_dir / "image.onnx", onnx_dir / INT8_ONNX)
         size = read_meta(model_dir).preprocess_config().image_size
-        images = []
-        for i in range(16):
-            import io
-
-            buf = io.BytesIO()
-            render_scene("running", np.random.default_rng(i), 128).image.save(buf, format="JPEG")
-            images.append(buf.getvalue())
+        images = scene_jpegs()
         env = {
             **os.environ,
             "BENTOML_HOME": str(work / "bentoml"),

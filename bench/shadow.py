@@ -9,7 +9,6 @@ Writes bench/results/shadow.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import subprocess
@@ -24,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.serving import RESULTS, free_port, load, model_dir_for, start, stop  # noqa: E402
+from bench.serving import RESULTS, free_port, load, model_dir_for, scene_jpegs, start, stop  # noqa: E402
 from clip_har.settings import load_settings  # noqa: E402
 
 TOKEN = "bench"
@@ -54,7 +53,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-seconds", type=float, default=120)
     args = ap.parse_args(argv)
     from clip_har.export.onnx_export import export_onnx, export_untrained
-    from clip_har.synth.scene import render_scene
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -69,11 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
             "CLIP_HAR_ADMIN_TOKEN": TOKEN,
         }
         champion, challenger = _save(work / "onnx", env), _save(challenger_onnx, env)
-        images = []
-        for i in range(16):
-            buf = io.BytesIO()
-            render_scene("running", np.random.default_rng(i), 128).image.save(buf, format="JPEG")
-            images.append(buf.getvalue())
+        images = scene_jpegs()
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "bentoml", "serve", "service:ClipHar", "--host", "127.0.0.1", "--port", str(port)]
